@@ -1,0 +1,3 @@
+from robaudit.cli import main
+
+main()

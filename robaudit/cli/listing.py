@@ -1,0 +1,77 @@
+"""``robaudit plugins`` and ``robaudit models``: what is registered, and where each entry came from."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from . import options as o
+
+
+def plugins_command(
+    as_json: o.Json = False,
+    load: Annotated[
+        bool,
+        typer.Option(
+            "--load", help="Import every entry to show its help (slower; reports entries that fail to import)."
+        ),
+    ] = False,
+) -> None:
+    """List every plugin group with its entries and the package or file each came from."""
+    from rich.table import Table
+
+    from ..plugins import REGISTRIES
+    from .output import print_json, stdout
+
+    listing: dict[str, list[dict[str, str]]] = {}
+    for group, registry in REGISTRIES.items():
+        rows = []
+        for entry in registry.entries():
+            if load:
+                entry.load()
+            rows.append({"name": entry.name, "source": entry.source, "target": entry.target, "help": entry.help})
+        listing[group] = rows
+    if as_json:
+        print_json(listing)
+        return
+    for group, rows in listing.items():
+        table = Table(title=f"{group} ({REGISTRIES[group].group})", title_justify="left")
+        for col in ("name", "source", "target") + (("help",) if load else ()):
+            table.add_column(col)
+        for row in rows:
+            table.add_row(*(row[c] for c in ("name", "source", "target") + (("help",) if load else ())))
+        if not rows:
+            table.add_row("(none)", "", "")
+        stdout.print(table)
+
+
+def models_command(
+    pattern: Annotated[str, typer.Argument(help="Shell-style filter, e.g. 'resnet*'.")] = "*",
+    pretrained_only: Annotated[
+        bool, typer.Option("--pretrained", help="Only timm names with pretrained weights (with their tags).")
+    ] = False,
+    as_json: o.Json = False,
+) -> None:
+    """List model names: plugin and built-in models, torchvision (tv:) and timm names."""
+    import fnmatch
+
+    import timm
+    import torchvision
+
+    from ..plugins import models
+    from .output import print_json, stdout
+
+    found = {
+        "registered": [n for n in models.names() if not n.endswith(":") and fnmatch.fnmatch(n, pattern)],
+        "torchvision": [
+            f"tv:{n}" for n in torchvision.models.list_models(module=torchvision.models) if fnmatch.fnmatch(n, pattern)
+        ],
+        "timm": timm.list_pretrained(pattern) if pretrained_only else timm.list_models(pattern),
+    }
+    if as_json:
+        print_json(found)
+        return
+    for group, names in found.items():
+        stdout.print(f"[bold]{group}[/bold] ({len(names)})")
+        stdout.print("  " + ("  ".join(names) if names else "(none)"))

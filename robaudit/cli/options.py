@@ -1,0 +1,173 @@
+"""Option bundles shared by the audit commands, and their conversion into specs.
+
+Declared once here as ``Annotated`` aliases, so every command spells ``--model`` or ``--limit`` the same
+way with the same help. Nothing heavy is imported: this module is loaded for ``robaudit --help``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+
+from ..errors import InputError
+
+if TYPE_CHECKING:
+    from ..runner import RunSpec
+
+MODEL = "Model"
+DATA = "Data"
+RUN = "Run"
+
+Model = Annotated[
+    str,
+    typer.Option(
+        "--model",
+        "-m",
+        help="timm name (resnet50, resnet50.a1_in1k), hf-hub:org/name, "
+        "tv:NAME, a plugin's model, pkg.module:factory or file.py:factory.",
+        rich_help_panel=MODEL,
+    ),
+]
+Pretrained = Annotated[
+    bool,
+    typer.Option(
+        "--pretrained",
+        help="Download (or take from the local cache) the library's pretrained weights.",
+        rich_help_panel=MODEL,
+    ),
+]
+Weights = Annotated[
+    Path | None,
+    typer.Option("--weights", help="Checkpoint to load: .safetensors or a torch state dict.", rich_help_panel=MODEL),
+]
+TrustCheckpoint = Annotated[
+    bool,
+    typer.Option(
+        "--trust-checkpoint",
+        help="Allow a checkpoint pickle that executes code when loaded (only for files you trust).",
+        rich_help_panel=MODEL,
+    ),
+]
+NumClasses = Annotated[
+    int | None, typer.Option("--num-classes", help="Number of outputs of the classifier head.", rich_help_panel=MODEL)
+]
+Mean = Annotated[
+    str | None, typer.Option("--mean", help="Override the normalization mean, e.g. 0.5,0.5,0.5.", rich_help_panel=MODEL)
+]
+Std = Annotated[str | None, typer.Option("--std", help="Override the normalization std.", rich_help_panel=MODEL)]
+InputSize = Annotated[
+    str | None,
+    typer.Option("--input-size", help="Override the input size C,H,W, e.g. 3,224,224.", rich_help_panel=MODEL),
+]
+Device = Annotated[
+    str, typer.Option("--device", help="auto (CUDA when available), cpu, cuda or cuda:N.", rich_help_panel=RUN)
+]
+
+Data = Annotated[
+    str,
+    typer.Option(
+        "--data",
+        "-d",
+        help="digits (embedded), cifar10[:ROOT], imagefolder:PATH, npz:PATH, or a plugin's source.",
+        rich_help_panel=DATA,
+    ),
+]
+Split = Annotated[
+    str | None,
+    typer.Option(
+        "--split", help="Split of the source (train/test/val); the source's default when omitted.", rich_help_panel=DATA
+    ),
+]
+Limit = Annotated[
+    int | None, typer.Option("--limit", help="Use a seeded, class-stratified subset of N images.", rich_help_panel=DATA)
+]
+OnBadImage = Annotated[
+    str,
+    typer.Option(
+        "--on-bad-image",
+        help="fail (default) or skip undecodable images (skipped ones are counted in the report).",
+        rich_help_panel=DATA,
+    ),
+]
+BatchSize = Annotated[int, typer.Option("--batch-size", "-b", help="Images per forward pass.", rich_help_panel=RUN)]
+Workers = Annotated[
+    int, typer.Option("--workers", help="Processes decoding images (0 = in the main process).", rich_help_panel=RUN)
+]
+ChunkSize = Annotated[
+    int, typer.Option("--chunk-size", help="Images per chunk: the unit of --resume and --shard.", rich_help_panel=RUN)
+]
+Seed = Annotated[int, typer.Option("--seed", help="Seed for subsets and every random draw.", rich_help_panel=RUN)]
+Shard = Annotated[
+    str | None, typer.Option("--shard", help="i/n: run only chunks with id % n == i.", rich_help_panel=RUN)
+]
+Resume = Annotated[
+    bool, typer.Option("--resume", help="Continue an interrupted run with the same options.", rich_help_panel=RUN)
+]
+Overwrite = Annotated[
+    bool, typer.Option("--overwrite", help="Replace an existing report or unfinished run.", rich_help_panel=RUN)
+]
+Out = Annotated[Path, typer.Option("--out", "-o", help="Report folder.", rich_help_panel=RUN)]
+Json = Annotated[bool, typer.Option("--json", help="Print the summary as JSON on stdout.")]
+
+
+def floats(text: str | None, option: str, length: int | None = None) -> tuple[float, ...] | None:
+    if text is None:
+        return None
+    try:
+        values = tuple(float(v) for v in text.split(","))
+    except ValueError:
+        raise InputError(f"{option} takes comma-separated numbers, got {text!r}") from None
+    if length is not None and len(values) != length:
+        raise InputError(f"{option} takes {length} numbers, got {len(values)}")
+    return values
+
+
+def run_spec(
+    *,
+    model: str,
+    pretrained: bool,
+    weights: Path | None,
+    trust_checkpoint: bool,
+    num_classes: int | None,
+    mean: str | None,
+    std: str | None,
+    input_size: str | None,
+    data: str,
+    split: str | None,
+    limit: int | None,
+    on_bad_image: str,
+    batch_size: int,
+    workers: int,
+    chunk_size: int,
+    seed: int,
+    shard: str | None,
+    device: str,
+) -> RunSpec:
+    from ..data import DataSpec
+    from ..models import ModelSpec
+    from ..runner import RunSpec
+
+    size = floats(input_size, "--input-size", 3)
+    model_spec = ModelSpec(
+        name=model,
+        pretrained=pretrained,
+        weights=str(weights) if weights else None,
+        trust_checkpoint=trust_checkpoint,
+        num_classes=num_classes,
+        mean=floats(mean, "--mean"),
+        std=floats(std, "--std"),
+        input_size=tuple(int(v) for v in size) if size else None,  # type: ignore[arg-type]
+    )
+    data_spec = DataSpec(source=data, split=split, limit=limit, on_bad_image=on_bad_image)
+    return RunSpec(
+        model=model_spec,
+        data=data_spec,
+        seed=seed,
+        chunk_size=chunk_size,
+        batch_size=batch_size,
+        workers=workers,
+        device=device,
+        shard=shard,
+    )

@@ -1,0 +1,76 @@
+"""``robaudit report show|summarize``: read a Parquet report back."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from . import options as o
+
+app = typer.Typer(help="Inspect reports.", no_args_is_help=True)
+
+ReportPath = Annotated[Path, typer.Argument(help="A report (.parquet) written by an audit.")]
+
+
+@app.command("show")
+def show_command(
+    path: ReportPath,
+    rows: Annotated[int, typer.Option("--rows", "-n", help="How many rows to print.")] = 10,
+    as_json: o.Json = False,
+) -> None:
+    """Print a report's metadata (run spec, versions, fingerprints) and its first rows."""
+    from rich.table import Table
+
+    from ..reports.read import read_report
+    from .output import fmt, print_json, stdout
+
+    frame, meta = read_report(path)
+    head = frame.head(rows)
+    if as_json:
+        print_json({"metadata": meta, "rows": len(frame), "head": head.to_dict(orient="records")})
+        return
+    info = Table(title=f"{path}", show_header=False, title_justify="left")
+    info.add_column("key", style="bold")
+    info.add_column("value")
+    model = meta.get("model", {})
+    for key, value in [
+        ("audit", meta.get("audit_repr")),
+        ("rows", len(frame)),
+        ("model", model.get("model")),
+        ("weights", model.get("weights")),
+        ("weights sha256", model.get("weights_sha256")),
+        ("data", meta.get("data", {}).get("description")),
+        ("skipped images", meta.get("data", {}).get("skipped")),
+        ("seed", meta.get("seed")),
+        ("device", meta.get("device")),
+        ("finished", meta.get("finished_at")),
+        ("robaudit", meta.get("versions", {}).get("robaudit")),
+        ("torch", meta.get("versions", {}).get("torch")),
+    ]:
+        info.add_row(key, "" if value is None else str(value))
+    stdout.print(info)
+    table = Table(title=f"first {len(head)} of {len(frame)} rows", title_justify="left")
+    for col in head.columns:
+        table.add_column(col)
+    for record in head.itertuples(index=False):
+        table.add_row(*(fmt(v) for v in record))
+    stdout.print(table)
+
+
+@app.command("summarize")
+def summarize_command(path: ReportPath, as_json: o.Json = False) -> None:
+    """Summary figures of a report, derived from its per-sample rows."""
+    from .. import plugins
+    from ..reports.read import read_report
+    from .output import print_json, print_summary
+
+    frame, meta = read_report(path)
+    summary = plugins.audits.get(meta["audit"]).summarize(frame, meta)
+    if as_json:
+        print_json({"report": str(path), "audit": meta["audit"], "summary": summary})
+    else:
+        print_summary(
+            f"{meta.get('audit_repr', meta['audit'])}: {meta.get('data', {}).get('description', '')}", summary
+        )

@@ -1,0 +1,221 @@
+"""The built-in data sources: ``digits`` (embedded, offline), ``cifar10[:ROOT]``, ``imagefolder:PATH``, ``npz:PATH``.
+
+Every source is a factory ``(arg, *, split, preprocessing) -> Dataset``, registered in the
+``robaudit.datasets`` entry-point group like a plugin's would be.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from ..errors import InputError, RunError
+from . import ArrayDataset, Dataset, LoadedBatch, stratified_subset
+
+if TYPE_CHECKING:
+    from ..models import Preprocessing
+
+IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".pgm", ".tif", ".tiff", ".webp", ".gif"}
+DIGITS_SPLIT_SEED = 0
+DIGITS_TEST_FRACTION = 0.2
+
+
+def cache_dir() -> Path:
+    """robaudit's cache: ``$ROBAUDIT_CACHE``, else ``$XDG_CACHE_HOME/robaudit``, else ``~/.cache/robaudit``."""
+    if os.environ.get("ROBAUDIT_CACHE"):
+        return Path(os.environ["ROBAUDIT_CACHE"])
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "robaudit"
+
+
+def _split(split: str | None, allowed: tuple[str, ...], default: str, source: str) -> str:
+    split = split or default
+    if split not in allowed:
+        raise InputError(f"{source} has splits {', '.join(allowed)}; got --split {split!r}")
+    return split
+
+
+def digits(arg: str | None = None, *, split: str | None = None, preprocessing: Preprocessing | None = None) -> Dataset:
+    """scikit-learn's bundled handwritten digits (1,797 images), upsampled to 3x32x32; offline."""
+    import torch
+    import torch.nn.functional as F
+    from sklearn.datasets import load_digits
+
+    if arg:
+        raise InputError(f"digits takes no argument, got digits:{arg}")
+    split = _split(split, ("train", "test"), "test", "digits")
+    bunch = load_digits()
+    small = torch.from_numpy(bunch.images.astype(np.float32) / 16.0)[:, None]
+    big = F.interpolate(small, size=(32, 32), mode="bilinear", align_corners=False).clamp(0, 1)
+    images = (big[:, 0].numpy() * 255).round().astype(np.uint8)
+    labels = bunch.target.astype(np.int64)
+    test = stratified_subset(labels, round(len(labels) * DIGITS_TEST_FRACTION), DIGITS_SPLIT_SEED)
+    keep = test if split == "test" else np.setdiff1d(np.arange(len(labels)), test)
+    return ArrayDataset(
+        images[keep],
+        labels[keep],
+        description=f"digits/{split}",
+        class_names=[str(d) for d in range(10)],
+        num_classes=10,
+    )
+
+
+def npz(arg: str | None = None, *, split: str | None = None, preprocessing: Preprocessing | None = None) -> Dataset:
+    """A NumPy ``.npz`` file with ``x`` (uint8 N,H,W,3 RGB, or floats in [0,1]) and ``y`` (integer labels)."""
+    if not arg:
+        raise InputError("npz needs a path: npz:PATH")
+    if split is not None:
+        raise InputError("npz files have no splits; drop --split")
+    path = Path(arg)
+    if not path.is_file():
+        raise InputError(f"npz file {arg!r} does not exist")
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            missing = {"x", "y"} - set(data.files)
+            if missing:
+                raise InputError(f"{arg} lacks {', '.join(sorted(missing))}; it holds {', '.join(data.files)}")
+            x, y = data["x"], data["y"]
+    except InputError:
+        raise
+    except Exception as exc:
+        raise InputError(f"cannot read npz file {arg}: {type(exc).__name__}: {exc}") from exc
+    return ArrayDataset(x, y, description=f"npz:{arg}")
+
+
+CIFAR10_CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
+
+
+def cifar10(arg: str | None = None, *, split: str | None = None, preprocessing: Preprocessing | None = None) -> Dataset:
+    """CIFAR-10 through torchvision (python batches under ROOT, default the robaudit cache); downloads when online."""
+    from torchvision.datasets import CIFAR10
+
+    from ..downloads import require_url
+
+    split = _split(split, ("train", "test"), "test", "cifar10")
+    root = Path(arg) if arg else cache_dir() / "data"
+    train = split == "train"
+    try:
+        ds = CIFAR10(str(root), train=train, download=False)
+    except RuntimeError:
+        require_url(CIFAR10.url, f"CIFAR-10 under {root}")
+        try:
+            ds = CIFAR10(str(root), train=train, download=True)
+        except Exception as exc:
+            raise RunError(f"downloading CIFAR-10 to {root} failed: {exc}; place cifar-10-batches-py there") from exc
+    return ArrayDataset(
+        np.asarray(ds.data),
+        np.asarray(ds.targets),
+        description=f"cifar10/{split} at {root}",
+        class_names=list(CIFAR10_CLASSES),
+        num_classes=10,
+    )
+
+
+class ImageFolder(Dataset):
+    """``ROOT/<class>/<image>`` (classes in sorted order); images resized and centre-cropped for the model.
+
+    The shorter side is resized to ``size / crop_pct`` and the centre ``size x size`` is cut out, as timm
+    and torchvision evaluate; a model that sets ``crop_pct = 1`` with the images' own size sees them as is.
+    """
+
+    def __init__(self, root: Path, size: int, crop_pct: float, interpolation: str) -> None:
+        classes = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+        files: list[tuple[str, int]] = []
+        for label, name in enumerate(classes):
+            for dirpath, _, names in sorted(os.walk(root / name)):
+                files += [
+                    (os.path.join(dirpath, f), label)
+                    for f in sorted(names)
+                    if os.path.splitext(f)[1].lower() in IMAGE_EXTENSIONS
+                ]
+        if not files:
+            raise InputError(
+                f"no images found under {root} (expected {root}/<class>/<image>, "
+                f"extensions {', '.join(sorted(IMAGE_EXTENSIONS))})"
+            )
+        self.root = root
+        self.files = [f for f, _ in files]
+        self.labels = np.array([lab for _, lab in files], dtype=np.int64)
+        self.class_names = classes
+        self.num_classes = len(classes)
+        self.size = size
+        self.resize = round(size / crop_pct)
+        self.interpolation = interpolation
+        self.description = f"imagefolder:{root} ({len(files)} images, {len(classes)} classes, {size}x{size})"
+
+    def _read(self, path: str) -> np.ndarray:
+        from PIL import Image
+
+        modes = {
+            "bilinear": Image.Resampling.BILINEAR,
+            "bicubic": Image.Resampling.BICUBIC,
+            "nearest": Image.Resampling.NEAREST,
+            "lanczos": Image.Resampling.LANCZOS,
+        }
+        with Image.open(path) as opened:
+            img = opened.convert("RGB")
+            w, h = img.size
+            scale = self.resize / min(w, h)
+            if (w, h) != (self.size, self.size) or self.resize != self.size:
+                img = img.resize(
+                    (max(self.size, round(w * scale)), max(self.size, round(h * scale))),
+                    modes.get(self.interpolation, Image.Resampling.BILINEAR),
+                )
+            w, h = img.size
+            left, top = (w - self.size) // 2, (h - self.size) // 2
+            img = img.crop((left, top, left + self.size, top + self.size))
+            return np.asarray(img, dtype=np.uint8)
+
+    def load(self, indices: np.ndarray) -> LoadedBatch:
+        import torch
+
+        ok, arrays, failures = [], [], []
+        for i in indices:
+            try:
+                arrays.append(self._read(self.files[i]))
+                ok.append(i)
+            except Exception as exc:  # PIL raises OSError, SyntaxError, ValueError... for broken files
+                failures.append((int(i), f"{self.files[i]}: {type(exc).__name__}: {exc}"))
+        images = (
+            torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).float() / 255.0
+            if arrays
+            else torch.empty(0, 3, self.size, self.size)
+        )
+        return LoadedBatch(np.array(ok, dtype=np.int64), images.contiguous(), failures)
+
+    def fingerprint(self) -> str:
+        digest = hashlib.sha256()
+        for path, label in zip(self.files, self.labels, strict=True):
+            digest.update(f"{os.path.relpath(path, self.root)}\t{label}\t{os.path.getsize(path)}\n".encode())
+        digest.update(f"{self.size}/{self.resize}/{self.interpolation}".encode())
+        return digest.hexdigest()
+
+
+def imagefolder(
+    arg: str | None = None, *, split: str | None = None, preprocessing: Preprocessing | None = None
+) -> Dataset:
+    """An ImageNet-style folder ``PATH/<class>/<image>``, or ``PATH/<split>/<class>/<image>`` with --split."""
+    if not arg:
+        raise InputError("imagefolder needs a path: imagefolder:PATH")
+    root = Path(arg)
+    if not root.is_dir():
+        raise InputError(f"image folder {arg!r} does not exist or is not a directory")
+    split_dirs = sorted(p.name for p in root.iterdir() if p.is_dir() and p.name in {"train", "val", "test"})
+    if split is not None:
+        if not (root / split).is_dir():
+            raise InputError(
+                f"{arg} has no split folder {split!r}" + (f"; it has {', '.join(split_dirs)}" if split_dirs else "")
+            )
+        root = root / split
+    elif split_dirs:
+        raise InputError(f"{arg} holds splits ({', '.join(split_dirs)}); choose one with --split")
+    if preprocessing is None:
+        raise InputError("imagefolder needs the model's preprocessing to size images")
+    _, height, width = preprocessing.input_size
+    if height != width:
+        raise InputError(f"imagefolder crops squares; the model wants {height}x{width}")
+    return ImageFolder(root, height, preprocessing.crop_pct, preprocessing.interpolation)

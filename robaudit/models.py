@@ -1,0 +1,231 @@
+"""Loading any classifier as a module that takes pixels in [0, 1] and returns logits.
+
+A model name is resolved in this order:
+
+* ``path/to/file.py:factory`` — a factory function in a loose Python file;
+* ``SOURCE:rest`` where ``SOURCE:`` is a registered model source (``tv:``, ``timm:``, ``hf-hub:``, or a
+  plugin's) — the source's factory receives ``rest``;
+* a registered model name (built-in or a plugin's, e.g. ``cifar_resnet20``);
+* ``package.module:factory`` — an importable factory;
+* otherwise a timm model name (``resnet50``, ``resnet50.a1_in1k``).
+
+A factory is called as ``factory(name, pretrained=..., num_classes=...)`` and returns a :class:`ModelBuild`
+(the backbone, which expects normalized input, plus its preprocessing) or a plain ``nn.Module`` that takes
+pixels in [0, 1]. :func:`load_model` then applies ``--weights``, wraps normalization into the module (so
+every audit works in pixel space), freezes the parameters and puts the model in eval mode on its device.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from . import plugins
+from .errors import InputError, suggest
+from .registry import import_target
+from .weights import apply_state_dict, file_sha256, read_state_dict
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+@dataclass(frozen=True)
+class Preprocessing:
+    """How pixels are normalized for the backbone, and how raw images are brought to its input size."""
+
+    mean: tuple[float, ...] = (0.0, 0.0, 0.0)
+    std: tuple[float, ...] = (1.0, 1.0, 1.0)
+    input_size: tuple[int, int, int] = (3, 224, 224)
+    interpolation: str = "bilinear"
+    crop_pct: float = 0.875
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "mean": list(self.mean),
+            "std": list(self.std),
+            "input_size": list(self.input_size),
+            "interpolation": self.interpolation,
+            "crop_pct": self.crop_pct,
+        }
+
+
+@dataclass
+class ModelBuild:
+    """What a model factory returns: a backbone expecting normalized input, and its preprocessing."""
+
+    backbone: nn.Module
+    preprocessing: Preprocessing
+    num_classes: int
+    pretrained_from: str | None = None
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """Everything the user said about the model; part of a run's identity."""
+
+    name: str
+    pretrained: bool = False
+    weights: str | None = None
+    trust_checkpoint: bool = False
+    num_classes: int | None = None
+    mean: tuple[float, ...] | None = None
+    std: tuple[float, ...] | None = None
+    input_size: tuple[int, int, int] | None = None
+
+
+class Normalized(nn.Module):
+    """``backbone((x - mean) / std)``: the backbone behind a pixel-space interface."""
+
+    def __init__(self, backbone: nn.Module, mean: tuple[float, ...], std: tuple[float, ...]) -> None:
+        super().__init__()
+        if len(mean) != len(std):
+            raise InputError(f"mean {mean} and std {std} have different lengths")
+        if any(s <= 0 for s in std):
+            raise InputError(f"std must be positive, got {std}")
+        self.backbone = backbone
+        self.mean: torch.Tensor
+        self.std: torch.Tensor
+        self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1))
+        self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1))
+
+    def forward(self, pixels: torch.Tensor) -> torch.Tensor:
+        return self.backbone((pixels - self.mean) / self.std)
+
+
+@dataclass
+class LoadedModel:
+    """A ready classifier: ``module(pixels in [0,1], NCHW) -> logits``, in eval mode, parameters frozen."""
+
+    spec: ModelSpec
+    module: Normalized
+    preprocessing: Preprocessing
+    num_classes: int
+    device: torch.device
+    provenance: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def backbone(self) -> nn.Module:
+        return self.module.backbone
+
+    def __call__(self, pixels: torch.Tensor) -> torch.Tensor:
+        return self.module(pixels)
+
+
+def resolve_device(device: str) -> torch.device:
+    """``auto`` picks CUDA when available; asking for CUDA without it is an input error."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(device)
+    except RuntimeError as exc:
+        raise InputError(f"--device {device!r} is not a device (use auto, cpu, cuda or cuda:N)") from exc
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise InputError(f"--device {device} asked for CUDA, but torch sees no CUDA device here; use --device cpu")
+    return dev
+
+
+_FACTORY_RE = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_][\w.]*$")
+
+
+def _file_factory(spec: str) -> Any:
+    path_str, _, attr = spec.rpartition(":")
+    path = Path(path_str)
+    if not path.is_file():
+        raise InputError(f"model file {path_str!r} does not exist")
+    import importlib.util
+    import sys
+
+    module_name = f"robaudit_model_file_{abs(hash(path.resolve()))}"
+    mod_spec = importlib.util.spec_from_file_location(module_name, path)
+    if mod_spec is None or mod_spec.loader is None:
+        raise InputError(f"cannot import {path_str!r} as a Python file")
+    module = importlib.util.module_from_spec(mod_spec)
+    sys.modules[module_name] = module
+    try:
+        mod_spec.loader.exec_module(module)
+    except Exception as exc:
+        raise InputError(f"importing {path_str} failed: {type(exc).__name__}: {exc}") from exc
+    if not hasattr(module, attr):
+        names = [n for n in vars(module) if callable(getattr(module, n)) and not n.startswith("_")]
+        raise InputError(f"{path_str} has no factory {attr!r}{suggest(attr, names)}")
+    return getattr(module, attr)
+
+
+def resolve_factory(name: str) -> tuple[Any, str, str]:
+    """``(factory, name passed to it, description of where it came from)`` for a model name."""
+    if not name:
+        raise InputError("--model is empty")
+    prefix, sep, rest = name.partition(":")
+    if sep and name.rpartition(":")[0].endswith(".py"):
+        return _file_factory(name), name.rpartition(":")[2], f"file {name.rpartition(':')[0]}"
+    if sep and f"{prefix}:" in plugins.models:
+        entry = plugins.models.entry(f"{prefix}:")
+        source_name = name if prefix == "hf-hub" else rest
+        return entry.load(), source_name, f"{entry.name} ({entry.source})"
+    if name in plugins.models:
+        entry = plugins.models.entry(name)
+        return entry.load(), name, entry.source
+    if sep and _FACTORY_RE.match(name):
+        try:
+            return import_target(name), name, f"factory {name}"
+        except (ImportError, AttributeError) as exc:
+            raise InputError(f"cannot import model factory {name!r}: {exc}") from exc
+    if sep:
+        sources = [n for n in plugins.models.names() if n.endswith(":")]
+        raise InputError(
+            f"unknown model source {prefix + ':'!r}{suggest(prefix + ':', sources)}; known: {', '.join(sources)}"
+        )
+    entry = plugins.models.entry("timm:")
+    return entry.load(), name, f"timm: ({entry.source})"
+
+
+def _build(name: str, spec: ModelSpec) -> tuple[ModelBuild, str]:
+    factory, inner_name, origin = resolve_factory(name)
+    kwargs: dict[str, Any] = {"pretrained": spec.pretrained}
+    if spec.num_classes is not None:
+        kwargs["num_classes"] = spec.num_classes
+    built = factory(inner_name, **kwargs)
+    if isinstance(built, ModelBuild):
+        return built, origin
+    if isinstance(built, nn.Module):
+        # A bare module takes pixels directly unless --mean/--std say otherwise; its class count is
+        # read from one forward pass at the declared input size.
+        size = spec.input_size or (3, 224, 224)
+        with torch.no_grad():
+            out = built.eval()(torch.zeros(1, *size))
+        return ModelBuild(built, Preprocessing(input_size=size), int(out.shape[-1])), origin
+    raise InputError(f"model factory for {name!r} returned {type(built).__name__}, not a ModelBuild or nn.Module")
+
+
+def load_model(spec: ModelSpec, device: str = "auto") -> LoadedModel:
+    """Build, load weights, wrap normalization, freeze, eval mode, move to ``device``."""
+    if spec.num_classes is not None and spec.num_classes < 1:
+        raise InputError(f"--num-classes must be >= 1, got {spec.num_classes}")
+    dev = resolve_device(device)
+    build, origin = _build(spec.name, spec)
+    provenance: dict[str, Any] = {"model": spec.name, "resolved_by": origin, "pretrained_from": build.pretrained_from}
+    if spec.weights is not None:
+        path = Path(spec.weights)
+        state = read_state_dict(path, trust=spec.trust_checkpoint)
+        apply_state_dict(build.backbone, state, source=str(path))
+        provenance["weights"] = str(path)
+        provenance["weights_sha256"] = file_sha256(path)
+    pre = build.preprocessing
+    pre = replace(
+        pre,
+        mean=spec.mean if spec.mean is not None else pre.mean,
+        std=spec.std if spec.std is not None else pre.std,
+        input_size=spec.input_size if spec.input_size is not None else pre.input_size,
+    )
+    module = Normalized(build.backbone, pre.mean, pre.std).to(dev).eval()
+    # Audits differentiate with respect to the input only; frozen parameters skip needless weight
+    # gradients (a large saving for iterative attacks).
+    module.requires_grad_(False)
+    return LoadedModel(
+        spec=spec, module=module, preprocessing=pre, num_classes=build.num_classes, device=dev, provenance=provenance
+    )

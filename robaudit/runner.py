@@ -1,0 +1,207 @@
+"""Running one audit over a data source into a report: the library call behind every audit command.
+
+The run is described by a frozen :class:`RunSpec`. Its *identity* (everything that determines the rows:
+model, weights fingerprint, data and its fingerprint, subset, seed, chunking, shard, audit parameters) is
+stored with the partial results and in the final report, so that ``--resume`` can only continue the very
+same run. Batch size, workers and device are not part of it: they change speed, not results.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+
+from .audits.base import Audit, AuditBatch
+from .data import (
+    Chunk,
+    DataSpec,
+    LoadedBatch,
+    iter_batches,
+    load_dataset,
+    parse_shard,
+    plan_chunks,
+    shard_chunks,
+    stratified_subset,
+)
+from .errors import InputError
+from .models import LoadedModel, ModelSpec, load_model
+from .provenance import environment
+
+#: called with (images done so far, images in this run) as the run progresses
+ProgressHook = Callable[[int, int], None]
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    model: ModelSpec
+    data: DataSpec
+    seed: int = 0
+    chunk_size: int = 256
+    batch_size: int = 64
+    workers: int = 0
+    device: str = "auto"
+    shard: str | None = None
+
+
+@dataclass
+class RunResult:
+    path: Path
+    chunks_total: int
+    chunks_resumed: int
+    skipped: int
+    seconds: float
+    model: LoadedModel = field(repr=False)
+
+
+def report_path(out_dir: Path, audit_name: str, shard: tuple[int, int]) -> Path:
+    i, n = shard
+    return out_dir / (f"{audit_name}.parquet" if n == 1 else f"{audit_name}.shard-{i}-of-{n}.parquet")
+
+
+def _chunk_table(
+    audit: Audit,
+    chunk: Chunk,
+    dataset_labels: np.ndarray,
+    parts: list[dict[str, np.ndarray]],
+    failures: list[tuple[int, str]],
+) -> pa.Table:
+    columns: dict[str, list[Any]] = {name: [] for name in audit.schema().names}
+    for part in parts:
+        n = len(part["index"])
+        for name in columns:
+            columns[name].extend(part[name].tolist() if name in part else [None] * n)
+    for index, reason in failures:
+        row = {
+            "chunk": chunk.id,
+            "index": index,
+            "label": int(dataset_labels[index]),
+            "skipped": True,
+            "skip_reason": reason,
+        }
+        for name in columns:
+            columns[name].append(row.get(name))
+    table = pa.table(columns, schema=audit.schema())
+    return table.sort_by("index") if failures else table
+
+
+def _audit_rows(
+    audit: Audit, model: LoadedModel, chunk: Chunk, batch: LoadedBatch, dataset_labels: np.ndarray
+) -> dict[str, np.ndarray]:
+    import torch
+
+    images = batch.images
+    if not bool(torch.isfinite(images).all()):
+        raise InputError(f"input images contain NaN or inf (data indices {batch.indices[:5].tolist()}...)")
+    if images.numel() and (float(images.min()) < 0 or float(images.max()) > 1):
+        raise InputError("input pixels must lie in [0, 1]; the data source produced values outside")
+    labels = dataset_labels[batch.indices]
+    audit_batch = AuditBatch(batch.indices, images.to(model.device), torch.from_numpy(labels).to(model.device))
+    rows = audit.run_batch(model, audit_batch)
+    sample = rows.pop("sample", np.arange(len(batch.indices)))
+    n = len(sample)
+    rows.update(
+        chunk=np.full(n, chunk.id, dtype=np.int32),
+        index=batch.indices[sample],
+        label=labels[sample],
+        skipped=np.zeros(n, dtype=bool),
+    )
+    return rows
+
+
+def _skipped(files: list[Path]) -> int:
+    import pyarrow.parquet as pq
+
+    return int(sum(pq.read_table(f, columns=["skipped"])["skipped"].to_numpy().sum() for f in files))
+
+
+def run_audit(
+    audit: Audit,
+    spec: RunSpec,
+    out_dir: Path,
+    *,
+    resume: bool = False,
+    overwrite: bool = False,
+    progress: ProgressHook | None = None,
+) -> RunResult:
+    """Run ``audit`` as ``spec`` says and write ``out_dir/<audit>.parquet``."""
+    from .reports.writer import ReportWriter
+
+    started = time.perf_counter()
+    model = load_model(spec.model, spec.device)
+    dataset = load_dataset(spec.data, model.preprocessing)
+    if dataset.labels.max() >= model.num_classes:
+        raise InputError(
+            f"the data has labels up to {int(dataset.labels.max())} but the model has "
+            f"{model.num_classes} outputs; pass --num-classes or use matching weights"
+        )
+    shard = parse_shard(spec.shard)
+    selection = stratified_subset(dataset.labels, spec.data.limit, spec.seed)
+    chunks = shard_chunks(plan_chunks(selection, spec.chunk_size), shard)
+    identity = {
+        "audit": audit.name,
+        "params": audit.params,
+        "model": asdict(spec.model),
+        "weights_sha256": model.provenance.get("weights_sha256"),
+        "data": asdict(spec.data),
+        "data_fingerprint": dataset.fingerprint(),
+        "seed": spec.seed,
+        "chunk_size": spec.chunk_size,
+        "shard": list(shard),
+    }
+    out_dir.mkdir(parents=True, exist_ok=True)
+    writer = ReportWriter(
+        report_path(out_dir, audit.name, shard), audit.schema(), identity, resume=resume, overwrite=overwrite
+    )
+    if writer.complete:
+        return RunResult(
+            writer.path, len(chunks), len(chunks), _skipped([writer.path]), time.perf_counter() - started, model
+        )
+    done = writer.done_chunks()
+    todo = [c for c in chunks if c.id not in done]
+    total = sum(len(c.indices) for c in todo)
+    processed = 0
+    parts: list[dict[str, np.ndarray]] = []
+    failures: list[tuple[int, str]] = []
+    for chunk, last, batch in iter_batches(dataset, todo, spec.batch_size, spec.workers):
+        if batch.failures and spec.data.on_bad_image == "fail":
+            index, reason = batch.failures[0]
+            raise InputError(
+                f"cannot decode image {index} ({reason}); pass --on-bad-image skip to skip "
+                "unreadable files (they are counted in the report)"
+            )
+        failures += batch.failures
+        if len(batch.indices):
+            parts.append(_audit_rows(audit, model, chunk, batch, dataset.labels))
+        processed += len(batch.indices) + len(batch.failures)
+        if progress is not None:
+            progress(processed, total)
+        if last:
+            writer.write_chunk(chunk.id, _chunk_table(audit, chunk, dataset.labels, parts, failures))
+            parts, failures = [], []
+    skipped = _skipped(sorted(writer.partial.glob("chunk-*.parquet")))
+    metadata = {
+        "audit": audit.name,
+        "audit_repr": repr(audit),
+        "run_spec": asdict(spec),
+        "seed": spec.seed,
+        "model": {**model.provenance, "num_classes": model.num_classes, "preprocessing": model.preprocessing.as_dict()},
+        "data": {
+            "description": dataset.description,
+            "num_classes": dataset.num_classes,
+            "class_names": dataset.class_names,
+            "selected": len(selection),
+            "chunks": len(chunks),
+            "skipped": skipped,
+        },
+        **environment(model.device),
+    }
+    path = writer.finish(metadata)
+    return RunResult(
+        path, len(chunks), len(done & {c.id for c in chunks}), skipped, time.perf_counter() - started, model
+    )
