@@ -170,13 +170,19 @@ def resolve_factory(name: str) -> tuple[Any, str, str]:
     if name in plugins.models:
         entry = plugins.models.entry(name)
         return entry.load(), name, entry.source
+    sources = [n for n in plugins.models.names() if n.endswith(":")]
     if sep and _FACTORY_RE.match(name):
         try:
             return import_target(name), name, f"factory {name}"
         except (ImportError, AttributeError) as exc:
-            raise InputError(f"cannot import model factory {name!r}: {exc}") from exc
+            if "." in prefix:
+                raise InputError(f"cannot import model factory {name!r}: {exc}") from exc
+            # A bare word before the colon is more likely a mistyped source than a top-level module.
+            raise InputError(
+                f"unknown model source {prefix + ':'!r}{suggest(prefix + ':', sources)} and no factory "
+                f"{name!r} to import; known sources: {', '.join(sources)}"
+            ) from exc
     if sep:
-        sources = [n for n in plugins.models.names() if n.endswith(":")]
         raise InputError(
             f"unknown model source {prefix + ':'!r}{suggest(prefix + ':', sources)}; known: {', '.join(sources)}"
         )

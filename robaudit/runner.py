@@ -48,6 +48,17 @@ class RunSpec:
     device: str = "auto"
     shard: str | None = None
 
+    def __post_init__(self) -> None:
+        # Checked before anything is loaded or written, so a typo never leaves a partial run behind.
+        for option, value, least in (
+            ("--batch-size", self.batch_size, 1),
+            ("--chunk-size", self.chunk_size, 1),
+            ("--workers", self.workers, 0),
+        ):
+            if value < least:
+                raise InputError(f"{option} must be >= {least}, got {value}")
+        parse_shard(self.shard)
+
 
 @dataclass
 class RunResult:
@@ -148,7 +159,9 @@ def run_audit(
         "params": audit.params,
         "model": asdict(spec.model),
         "weights_sha256": model.provenance.get("weights_sha256"),
-        "data": asdict(spec.data),
+        # --on-bad-image is left out: chunks finished under "fail" held no bad image, so a run stopped by
+        # one can be resumed with "skip", as the error message suggests.
+        "data": {k: v for k, v in asdict(spec.data).items() if k != "on_bad_image"},
         "data_fingerprint": dataset.fingerprint(),
         "seed": spec.seed,
         "chunk_size": spec.chunk_size,

@@ -78,4 +78,5 @@ def progress_bar(description: str) -> Iterator[Any]:
     try:
         yield hook
     finally:
-        bar.stop()
+        if bar.live.is_started:
+            bar.stop()
