@@ -27,7 +27,7 @@ from torch import nn
 
 from . import plugins
 from .errors import InputError, suggest
-from .registry import import_target
+from .registry import import_file, import_target
 from .weights import apply_state_dict, file_sha256, read_state_dict
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -137,19 +137,7 @@ def _file_factory(spec: str) -> Any:
     path = Path(path_str)
     if not path.is_file():
         raise InputError(f"model file {path_str!r} does not exist")
-    import importlib.util
-    import sys
-
-    module_name = f"robaudit_model_file_{abs(hash(path.resolve()))}"
-    mod_spec = importlib.util.spec_from_file_location(module_name, path)
-    if mod_spec is None or mod_spec.loader is None:
-        raise InputError(f"cannot import {path_str!r} as a Python file")
-    module = importlib.util.module_from_spec(mod_spec)
-    sys.modules[module_name] = module
-    try:
-        mod_spec.loader.exec_module(module)
-    except Exception as exc:
-        raise InputError(f"importing {path_str} failed: {type(exc).__name__}: {exc}") from exc
+    module = import_file(path, f"robaudit_model_file_{path.stem}_{abs(hash(path.resolve()))}")
     if not hasattr(module, attr):
         names = [n for n in vars(module) if callable(getattr(module, n)) and not n.startswith("_")]
         raise InputError(f"{path_str} has no factory {attr!r}{suggest(attr, names)}")

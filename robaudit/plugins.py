@@ -12,16 +12,14 @@ the registries below, e.g. ``@robaudit.plugins.models.register("my_net")``.
 
 from __future__ import annotations
 
-import importlib.util
 import os
-import sys
 from contextlib import ExitStack
 from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Any
 
 from .errors import InputError, RobauditError
-from .registry import BUILTIN_SOURCE, Registry
+from .registry import BUILTIN_SOURCE, Registry, import_file
 
 DISABLE_ENV = "ROBAUDIT_DISABLE_PLUGINS"
 GROUPS = {
@@ -89,22 +87,9 @@ def load_plugin_dir(directory: str | Path) -> list[Path]:
         raise InputError(f"--plugins-dir {str(directory)!r} is not a directory")
     loaded = []
     for path in sorted(root.glob("*.py")):
-        module_name = f"robaudit_plugin_file_{path.stem}"
-        spec = importlib.util.spec_from_file_location(module_name, path)
-        if spec is None or spec.loader is None:
-            raise InputError(f"cannot load plugin file {path}")
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[module_name] = module
-        source = f"file {path}"
         with ExitStack() as stack:
             for registry in REGISTRIES.values():
-                stack.enter_context(registry.registering_as(source))
-            try:
-                spec.loader.exec_module(module)
-            except RobauditError:
-                raise
-            except Exception as exc:
-                sys.modules.pop(module_name, None)
-                raise InputError(f"plugin file {path} failed to load: {type(exc).__name__}: {exc}") from exc
+                stack.enter_context(registry.registering_as(f"file {path}"))
+            import_file(path, f"robaudit_plugin_file_{path.stem}")
         loaded.append(path)
     return loaded

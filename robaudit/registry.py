@@ -10,9 +10,13 @@ results depend on installation order.
 from __future__ import annotations
 
 import importlib
+import importlib.util
+import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
+from types import ModuleType
 from typing import Any, Generic, TypeVar
 
 from .errors import InputError, RobauditError, suggest
@@ -30,6 +34,23 @@ def import_target(target: str) -> Any:
     for part in filter(None, attr.split(".")):
         obj = getattr(obj, part)
     return obj
+
+
+def import_file(path: Path, module_name: str) -> ModuleType:
+    """Import a loose Python file as ``module_name``; a failure is an InputError naming the file."""
+    spec = importlib.util.spec_from_file_location(module_name, path)
+    if spec is None or spec.loader is None:
+        raise InputError(f"cannot import {path} as a Python file")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[module_name] = module
+    try:
+        spec.loader.exec_module(module)
+    except RobauditError:
+        raise
+    except Exception as exc:
+        sys.modules.pop(module_name, None)
+        raise InputError(f"importing {path} failed: {type(exc).__name__}: {exc}") from exc
+    return module
 
 
 @dataclass

@@ -251,22 +251,19 @@ def test_demo_trains_offline_and_reports(cli, tmp_path: Path) -> None:  # type: 
 # -- real checkpoints and data (skipped without ROBAUDIT_VALIDATION_DATA) -----------------------------------------
 
 
-def test_published_resnet20_on_exact_cifar10_test_images(cli, validation_data: Path, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def resnet20_eval(cli, data_dir: Path, data: str, out: Path, *extra: object) -> dict:  # type: ignore[no-untyped-def,type-arg]
+    weights = data_dir / "weights" / "cifar10_resnet20.th"
     result = cli(
-        "eval",
-        "--model",
-        "cifar_resnet20",
-        "--weights",
-        validation_data / "weights/cifar10_resnet20.th",
-        "--data",
-        f"npz:{validation_data / 'cifar10/test_exact_1017.npz'}",
-        "--out",
-        tmp_path,
-        "--json",
+        "eval", "--model", "cifar_resnet20", "--weights", weights, "--data", data, "--out", out, "--json", *extra
     )
     assert result.code == 0, result.err
-    top1 = json.loads(result.out)["summary"]["top1"]
-    assert 0.91 <= top1 <= 0.92  # 91.6 % expected for these 1,017 images
+    return json.loads(result.out)["summary"]  # type: ignore[no-any-return]
+
+
+def test_published_resnet20_on_exact_cifar10_test_images(cli, validation_data: Path, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    summary = resnet20_eval(cli, validation_data, f"npz:{validation_data / 'cifar10/test_exact_1017.npz'}", tmp_path)
+    assert summary["samples"] == 1017
+    assert 0.91 <= summary["top1"] <= 0.92  # 91.6 % expected for these 1,017 images
 
 
 def test_published_resnet20_on_jpeg_imagefolder(cli, validation_data: Path, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
@@ -275,23 +272,7 @@ def test_published_resnet20_on_jpeg_imagefolder(cli, validation_data: Path, tmp_
     with tarfile.open(validation_data / "cifar10/cifar10-jpeg-q75.tar.gz") as tar:
         members = [m for m in tar.getmembers() if m.name.startswith("CIFAR-10-images/test/")]
         tar.extractall(tmp_path, members=members, filter="data")
-    result = cli(
-        "eval",
-        "--model",
-        "cifar_resnet20",
-        "--weights",
-        validation_data / "weights/cifar10_resnet20.th",
-        "--data",
-        f"imagefolder:{tmp_path / 'CIFAR-10-images'}",
-        "--split",
-        "test",
-        "--out",
-        tmp_path / "r",
-        "--batch-size",
-        500,
-        "--json",
-    )
-    assert result.code == 0, result.err
-    summary = json.loads(result.out)["summary"]
+    folder = f"imagefolder:{tmp_path / 'CIFAR-10-images'}"
+    summary = resnet20_eval(cli, validation_data, folder, tmp_path / "r", "--split", "test", "--batch-size", 500)
     assert summary["samples"] == 10_000
     assert 0.79 <= summary["top1"] <= 0.83  # JPEG artefacts cost ~10 points (81 % expected)
