@@ -27,7 +27,7 @@ def host_reachable(host: str, port: int = 443, timeout: float = PROBE_TIMEOUT_S)
     return True
 
 
-def offline_help(what: str, *, hub: str = "torch") -> str:
+def offline_help(what: str, *, hub: str = "torch", weights_help: bool = True) -> str:
     """``what``, then how to supply the file without a network; ``hub`` is "hf" or "torch"."""
     if hub == "hf":
         from huggingface_hub import constants
@@ -38,7 +38,8 @@ def offline_help(what: str, *, hub: str = "torch") -> str:
         )
     else:
         cache = f"put the file into the torch hub cache ({Path(torch_hub_dir()) / 'checkpoints'})"
-    return f"{what}. To work offline: pass --weights PATH (a .safetensors file or a state-dict checkpoint), or {cache}"
+    weights = "pass --weights PATH (a .safetensors file or a state-dict checkpoint), or " if weights_help else ""
+    return f"{what}. To work offline: {weights}{cache}"
 
 
 def torch_hub_dir() -> str:
@@ -47,39 +48,53 @@ def torch_hub_dir() -> str:
     return torch.hub.get_dir()
 
 
-def require_url(url: str, what: str, *, hub: str = "torch") -> None:
+def require_url(url: str, what: str, *, hub: str = "torch", weights_help: bool = True) -> None:
     """Raise a RunError now if ``url``'s host cannot be reached."""
     parsed = urlparse(url)
     host = parsed.hostname or url
     if not host_reachable(host, parsed.port or 443):
-        raise RunError(offline_help(f"{what} is not in the local cache and {host} cannot be reached", hub=hub))
+        raise RunError(
+            offline_help(
+                f"{what} is not in the local cache and {host} cannot be reached", hub=hub, weights_help=weights_help
+            )
+        )
 
 
 def torch_hub_cached(url: str) -> bool:
     return (Path(torch_hub_dir()) / "checkpoints" / os.path.basename(urlparse(url).path)).is_file()
 
 
-def hf_cached(repo_id: str, filenames: tuple[str, ...]) -> bool:
+def hf_cached(repo_id: str, any_of: tuple[str, ...], all_of: tuple[str, ...] = ()) -> bool:
+    """Whether one of ``any_of`` and all of ``all_of`` are in the Hugging Face cache."""
     from huggingface_hub import try_to_load_from_cache
 
-    return any(isinstance(try_to_load_from_cache(repo_id, f), str) for f in filenames)
+    def cached(name: str) -> bool:
+        return isinstance(try_to_load_from_cache(repo_id, name), str)
+
+    return all(cached(f) for f in all_of) and (not any_of or any(cached(f) for f in any_of))
 
 
 def hf_endpoint() -> str:
     return os.environ.get("HF_ENDPOINT", "https://huggingface.co")
 
 
-def require_hf(repo_id: str, filenames: tuple[str, ...], what: str) -> bool:
+def require_hf(
+    repo_id: str, any_of: tuple[str, ...], what: str, *, all_of: tuple[str, ...] = (), weights_help: bool = True
+) -> bool:
     """True when the files are cached (then use offline mode); else check the hub answers, or raise."""
-    if hf_cached(repo_id, filenames):
+    if hf_cached(repo_id, any_of, all_of):
         return True
     from huggingface_hub import constants
 
     if constants.HF_HUB_OFFLINE:
         raise RunError(
-            offline_help(f"{what} ({repo_id}) is not in the Hugging Face cache and HF_HUB_OFFLINE is set", hub="hf")
+            offline_help(
+                f"{what} ({repo_id}) is not in the Hugging Face cache and HF_HUB_OFFLINE is set",
+                hub="hf",
+                weights_help=weights_help,
+            )
         )
-    require_url(hf_endpoint(), f"{what} ({repo_id})", hub="hf")
+    require_url(hf_endpoint(), f"{what} ({repo_id})", hub="hf", weights_help=weights_help)
     return False
 
 

@@ -37,8 +37,13 @@ def timm_model(name: str, *, pretrained: bool = False, num_classes: int | None =
     if name.startswith("hf-hub:"):
         # hf-hub models read their config from the hub even without pretrained weights.
         repo = name.split(":", 1)[1]
-        files = ("config.json",) + (_HF_WEIGHT_FILES if pretrained else ())
-        offline = require_hf(repo, files, f"model {name}")
+        offline = require_hf(
+            repo,
+            _HF_WEIGHT_FILES if pretrained else (),
+            f"model {name} (its config.json is needed even with --weights)",
+            all_of=("config.json",),
+            weights_help=False,
+        )
     else:
         if not timm.is_model(name):
             raise InputError(
@@ -53,8 +58,9 @@ def timm_model(name: str, *, pretrained: bool = False, num_classes: int | None =
         with hf_offline(offline):
             model = timm.create_model(name, pretrained=pretrained, **kwargs)
     except RuntimeError as exc:
-        if "Unknown model" in str(exc) or "No pretrained weights" in str(exc):
-            raise InputError(str(exc)) from exc
+        if any(m in str(exc) for m in ("Unknown model", "No pretrained weights", "Invalid pretrained tag")):
+            tags = timm.list_pretrained(f"{name.partition('.')[0]}.*")
+            raise InputError(f"{exc}" + (f"; available: {', '.join(tags)}" if tags else "")) from exc
         raise
     pretrained_from = None
     if pretrained:

@@ -17,8 +17,10 @@ every audit works in pixel space), freezes the parameters and puts the model in 
 
 from __future__ import annotations
 
+import hashlib
 import re
 from dataclasses import dataclass, field, replace
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -77,6 +79,12 @@ class ModelSpec:
     std: tuple[float, ...] | None = None
     input_size: tuple[int, int, int] | None = None
 
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ModelSpec:
+        """Inverse of ``dataclasses.asdict`` (JSON turns tuples into lists)."""
+        fields: dict[str, Any] = {k: tuple(v) if isinstance(v, list) else v for k, v in data.items()}
+        return cls(**fields)
+
 
 class Normalized(nn.Module):
     """``backbone((x - mean) / std)``: the backbone behind a pixel-space interface."""
@@ -99,18 +107,33 @@ class Normalized(nn.Module):
 
 @dataclass
 class LoadedModel:
-    """A ready classifier: ``module(pixels in [0,1], NCHW) -> logits``, in eval mode, parameters frozen."""
+    """A ready classifier: ``module(pixels in [0,1], NCHW) -> logits``, in eval mode, parameters frozen.
+
+    ``base`` is the undefended pixel model; ``module`` is the same unless defenses were composed onto it
+    (:func:`robaudit.defenses.base.compose`), in which case ``defenses`` lists them in order.
+    """
 
     spec: ModelSpec
-    module: Normalized
+    module: nn.Module
+    base: Normalized
     preprocessing: Preprocessing
     num_classes: int
     device: torch.device
     provenance: dict[str, Any] = field(default_factory=dict)
+    defenses: list[Any] = field(default_factory=list)
 
     @property
     def backbone(self) -> nn.Module:
-        return self.module.backbone
+        return self.base.backbone
+
+    @cached_property
+    def fingerprint(self) -> str:
+        """sha256 over the base model's state (names, shapes, bytes), normalization included."""
+        digest = hashlib.sha256()
+        for key, tensor in self.base.state_dict().items():
+            digest.update(f"{key}:{tuple(tensor.shape)}:{tensor.dtype}".encode())
+            digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+        return digest.hexdigest()
 
     def __call__(self, pixels: torch.Tensor) -> torch.Tensor:
         return self.module(pixels)
@@ -183,15 +206,25 @@ def _build(name: str, spec: ModelSpec) -> tuple[ModelBuild, str]:
     kwargs: dict[str, Any] = {"pretrained": spec.pretrained}
     if spec.num_classes is not None:
         kwargs["num_classes"] = spec.num_classes
-    built = factory(inner_name, **kwargs)
+    # Randomly initialized weights are drawn from a fixed seed, so that the same spec always gives the same
+    # model (reports and resumed runs rely on it); the global RNG state is left as it was.
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        built = factory(inner_name, **kwargs)
     if isinstance(built, ModelBuild):
         return built, origin
     if isinstance(built, nn.Module):
         # A bare module takes pixels directly unless --mean/--std say otherwise; its class count is
         # read from one forward pass at the declared input size.
         size = spec.input_size or (3, 224, 224)
-        with torch.no_grad():
-            out = built.eval()(torch.zeros(1, *size))
+        try:
+            with torch.no_grad():
+                out = built.eval()(torch.zeros(1, *size))
+        except RuntimeError as exc:
+            raise InputError(
+                f"model {name!r} is a plain nn.Module and fails on a {size} input "
+                f"({str(exc).splitlines()[0]}); pass --input-size C,H,W"
+            ) from exc
         return ModelBuild(built, Preprocessing(input_size=size), int(out.shape[-1])), origin
     raise InputError(f"model factory for {name!r} returned {type(built).__name__}, not a ModelBuild or nn.Module")
 
@@ -221,5 +254,11 @@ def load_model(spec: ModelSpec, device: str = "auto") -> LoadedModel:
     # gradients (a large saving for iterative attacks).
     module.requires_grad_(False)
     return LoadedModel(
-        spec=spec, module=module, preprocessing=pre, num_classes=build.num_classes, device=dev, provenance=provenance
+        spec=spec,
+        module=module,
+        base=module,
+        preprocessing=pre,
+        num_classes=build.num_classes,
+        device=dev,
+        provenance=provenance,
     )

@@ -103,7 +103,7 @@ class Registry(Generic[T]):
     def _add(self, entry: Entry[T]) -> None:
         old = self._entries.get(entry.name)
         if old is not None and (old.source, old.target) != (entry.source, entry.target):
-            raise RobauditError(
+            raise InputError(
                 f"{self.kind} name {entry.name!r} is registered twice: by {old.source} ({old.target}) "
                 f"and by {entry.source} ({entry.target}); uninstall or disable one of them "
                 "(ROBAUDIT_DISABLE_PLUGINS=<distribution name>)"

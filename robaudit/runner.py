@@ -26,9 +26,10 @@ from .data import (
     load_dataset,
     parse_shard,
     plan_chunks,
+    select_samples,
     shard_chunks,
-    stratified_subset,
 )
+from .defenses.base import compose, describe
 from .errors import InputError
 from .models import LoadedModel, ModelSpec, load_model
 from .provenance import environment
@@ -47,6 +48,7 @@ class RunSpec:
     workers: int = 0
     device: str = "auto"
     shard: str | None = None
+    defenses: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         # Checked before anything is loaded or written, so a typo never leaves a partial run behind.
@@ -81,6 +83,7 @@ def _chunk_table(
     dataset_labels: np.ndarray,
     parts: list[dict[str, np.ndarray]],
     failures: list[tuple[int, str]],
+    defense: str,
 ) -> pa.Table:
     columns: dict[str, list[Any]] = {name: [] for name in audit.schema().names}
     for part in parts:
@@ -94,6 +97,7 @@ def _chunk_table(
             "label": int(dataset_labels[index]),
             "skipped": True,
             "skip_reason": reason,
+            "defense": defense,
         }
         for name in columns:
             columns[name].append(row.get(name))
@@ -114,6 +118,7 @@ def _audit_rows(
     labels = dataset_labels[batch.indices]
     audit_batch = AuditBatch(batch.indices, images.to(model.device), torch.from_numpy(labels).to(model.device))
     rows = audit.run_batch(model, audit_batch)
+    defense = rows.pop("defense", None)
     sample = rows.pop("sample", np.arange(len(batch.indices)))
     n = len(sample)
     rows.update(
@@ -121,6 +126,7 @@ def _audit_rows(
         index=batch.indices[sample],
         label=labels[sample],
         skipped=np.zeros(n, dtype=bool),
+        defense=defense if defense is not None else np.full(n, describe(model.defenses), dtype=object),
     )
     return rows
 
@@ -144,7 +150,7 @@ def run_audit(
     from .reports.writer import ReportWriter
 
     started = time.perf_counter()
-    model = load_model(spec.model, spec.device)
+    model = compose(load_model(spec.model, spec.device), list(spec.defenses))
     dataset = load_dataset(spec.data, model.preprocessing)
     if dataset.labels.max() >= model.num_classes:
         raise InputError(
@@ -152,13 +158,14 @@ def run_audit(
             f"{model.num_classes} outputs; pass --num-classes or use matching weights"
         )
     shard = parse_shard(spec.shard)
-    selection = stratified_subset(dataset.labels, spec.data.limit, spec.seed)
+    selection = select_samples(dataset.labels, spec.data, spec.seed)
     chunks = shard_chunks(plan_chunks(selection, spec.chunk_size), shard)
     identity = {
         "audit": audit.name,
         "params": audit.params,
         "model": asdict(spec.model),
         "weights_sha256": model.provenance.get("weights_sha256"),
+        "defenses": [{"repr": repr(d), "artifacts": d.artifacts()} for d in model.defenses],
         # --on-bad-image is left out: chunks finished under "fail" held no bad image, so a run stopped by
         # one can be resumed with "skip", as the error message suggests.
         "data": {k: v for k, v in asdict(spec.data).items() if k != "on_bad_image"},
@@ -195,7 +202,9 @@ def run_audit(
         if progress is not None:
             progress(processed, total)
         if last:
-            writer.write_chunk(chunk.id, _chunk_table(audit, chunk, dataset.labels, parts, failures))
+            writer.write_chunk(
+                chunk.id, _chunk_table(audit, chunk, dataset.labels, parts, failures, describe(model.defenses))
+            )
             parts, failures = [], []
     skipped = _skipped(sorted(writer.partial.glob("chunk-*.parquet")))
     metadata = {

@@ -75,7 +75,7 @@ def read_state_dict(path: Path, *, trust: bool = False) -> dict[str, torch.Tenso
         from safetensors.torch import load_file
 
         try:
-            return load_file(str(path), device="cpu")
+            return _unwrap(load_file(str(path), device="cpu"), path)
         except Exception as exc:
             raise InputError(f"cannot read safetensors file {path}: {exc}") from exc
     return _unwrap(_torch_load(path, trust), path)

@@ -35,6 +35,7 @@ def test_eval_writes_a_self_describing_report(cli, tiny_models: Path, tmp_path: 
         "label",
         "skipped",
         "skip_reason",
+        "defense",
         "prediction",
         "confidence",
         "correct",
@@ -42,6 +43,7 @@ def test_eval_writes_a_self_describing_report(cli, tiny_models: Path, tmp_path: 
     ]
     rows = table.to_pandas()
     assert rows["index"].tolist() == list(range(359))
+    assert (rows["defense"] == "none").all()
     assert (rows["correct"] == (rows["prediction"] == rows["label"])).all()
     assert summary["top1"] == pytest.approx(rows["correct"].mean())
     assert summary["top1_ci95"][0] <= summary["top1"] <= summary["top1_ci95"][1]
@@ -101,6 +103,25 @@ def test_kill_9_then_resume_equals_an_uninterrupted_run(cli, tiny_models: Path, 
     b = pq.read_table(tmp_path / "clean" / "eval.parquet")
     assert a.equals(b)
     assert pq.ParquetFile(tmp_path / "killed" / "eval.parquet").num_row_groups == 9
+
+
+def test_ctrl_c_keeps_chunks_and_says_how_to_resume(tiny_models: Path, tmp_path: Path) -> None:
+    args = [str(a) for a in eval_args(f"{tiny_models}:tiny", tmp_path)]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "robaudit", *args],
+        env={**os.environ, "TINY_SLOW": "0.05"},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    partial = tmp_path / "eval.parquet.partial"
+    deadline = time.time() + 120
+    while time.time() < deadline and not list(partial.glob("chunk-*.parquet")):
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130 and "continue with --resume" in err and "Traceback" not in err
+    assert list(partial.glob("chunk-*.parquet"))
 
 
 def test_resume_with_a_different_spec_is_refused_and_keeps_results(cli, tiny_models: Path, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
@@ -207,6 +228,7 @@ def test_bad_images_fail_or_are_skipped_and_counted(cli, tiny_models: Path, tmp_
     rows = pq.read_table(tmp_path / "r" / "eval.parquet").to_pandas()
     bad = rows[rows["skipped"]]
     assert bad["index"].tolist() == [6] and bad["prediction"].isna().all() and "2.png" in bad["skip_reason"].iloc[0]
+    assert (rows["defense"] == "none").all()
     assert read_metadata(tmp_path / "r" / "eval.parquet")["data"]["skipped"] == 1
 
 

@@ -49,6 +49,34 @@ def test_file_factory_returning_plain_module(tiny_models: Path) -> None:
     assert loaded.preprocessing.mean == (0.0, 0.0, 0.0)  # a bare module takes pixels as they are
 
 
+def test_random_initialization_is_deterministic(tiny_models: Path) -> None:
+    torch.manual_seed(123)
+    a = load_model(ModelSpec("cifar_resnet20"), "cpu")
+    torch.manual_seed(456)
+    b = load_model(ModelSpec("cifar_resnet20"), "cpu")
+    assert a.fingerprint == b.fingerprint
+    after = torch.rand(1)
+    torch.manual_seed(456)
+    torch.rand(0)
+    assert torch.equal(after, torch.rand(1))  # loading left the global RNG where it was
+
+
+def test_bare_module_at_the_wrong_size_asks_for_input_size(tmp_path: Path) -> None:
+    path = tmp_path / "fixed.py"
+    path.write_text(
+        "import torch\ndef net(name, **kw):\n    return torch.nn.Sequential(torch.nn.Flatten(), "
+        "torch.nn.Linear(3 * 32 * 32, 10))\n"
+    )
+    with pytest.raises(InputError, match="--input-size"):
+        load_model(ModelSpec(f"{path}:net"), "cpu")
+    assert load_model(ModelSpec(f"{path}:net", input_size=(3, 32, 32)), "cpu").num_classes == 10
+
+
+def test_unknown_timm_tag_lists_the_available_ones() -> None:
+    with pytest.raises(InputError, match="available: .*resnet18.a1_in1k"):
+        load_model(ModelSpec("resnet18.xyz"), "cpu")
+
+
 def test_importable_factory() -> None:
     loaded = load_model(ModelSpec("robaudit.demo_model:digits_cnn"), "cpu")
     assert loaded.num_classes == 10 and loaded.preprocessing.input_size == (3, 32, 32)
@@ -141,6 +169,7 @@ def test_weights_safetensors_and_nested_state_dicts(tiny_models: Path, tmp_path:
     reference = None
     files = {
         "w.safetensors": None,
+        "prefixed.safetensors": None,
         "plain.pt": state,
         "nested.pth": {"state_dict": {f"module.{k}": v for k, v in state.items()}, "best_prec1": 91.0},
         "model_key.pt": {"model": state, "epoch": 3},
@@ -148,7 +177,7 @@ def test_weights_safetensors_and_nested_state_dicts(tiny_models: Path, tmp_path:
     for name, content in files.items():
         path = tmp_path / name
         if content is None:
-            save_file(state, str(path))
+            save_file({f"module.{k}" if name.startswith("prefixed") else k: v for k, v in state.items()}, str(path))
         else:
             torch.save(content, path)
         loaded = load_model(ModelSpec(f"{tiny_models}:tiny", weights=str(path)), "cpu")

@@ -47,7 +47,7 @@ def test_broken_lazy_target_names_source() -> None:
 def test_collision_names_both_sources() -> None:
     reg: Registry[object] = Registry("test.group", "thing")
     reg.add_lazy("net", "json:dumps", source="first-plugin 1.0")
-    with pytest.raises(RobauditError, match=r"first-plugin 1\.0.*second-plugin 2\.0"):
+    with pytest.raises(InputError, match=r"first-plugin 1\.0.*second-plugin 2\.0"):
         reg.add_lazy("net", "json:loads", source="second-plugin 2.0")
 
 
@@ -131,6 +131,13 @@ def test_every_command_has_help(cli, command: list[str]) -> None:  # type: ignor
     result = cli(*command, "--help")
     assert result.code == 0
     assert "Usage" in result.out and len(result.out) > 200
+
+
+def test_usage_errors_exit_2_without_traceback(cli) -> None:  # type: ignore[no-untyped-def]
+    for args in (["eval"], ["eval", "-m", "x", "--limit", "abc"], ["eval", "-m", "x", "--bogus"], ["nonsense"]):
+        result = cli(*args)
+        assert result.code == 2, (args, result.err)
+        assert "Traceback" not in result.err and "internal error" not in result.err
 
 
 def test_version(cli) -> None:  # type: ignore[no-untyped-def]

@@ -5,7 +5,8 @@ metadata), declares the columns it adds, and turns one batch of images into rows
 columns (a dict of equal-length arrays): one row per image, or several per image (one per condition,
 e.g. per ε) when the audit includes a ``sample`` column giving each row's position in the batch. The
 runner adds the columns every report shares: ``chunk``, ``index`` (position in the data source),
-``label``, ``skipped`` and ``skip_reason``.
+``label``, ``skipped``, ``skip_reason`` and ``defense`` (the defended model's description, ``none`` for
+an undefended one; an audit that judges several models per row returns its own ``defense`` column).
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ BASE_COLUMNS: dict[str, pa.DataType] = {
     "label": pa.int64(),
     "skipped": pa.bool_(),
     "skip_reason": pa.string(),
+    "defense": pa.string(),
 }
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
+import traceback
 from pathlib import Path
 from typing import Annotated
 
@@ -18,7 +19,7 @@ import typer
 
 from .. import __version__
 from ..errors import EXIT_INPUT, EXIT_RUNTIME, RobauditError
-from . import audit_commands, demo, listing, report
+from . import audit_commands, cache, demo, listing, pca, report
 
 app = typer.Typer(
     name="robaudit",
@@ -71,38 +72,59 @@ app.command("eval")(audit_commands.eval_command)
 app.command("demo")(demo.demo_command)
 app.command("plugins")(listing.plugins_command)
 app.command("models")(listing.models_command)
+app.command("defenses")(listing.defenses_command)
+app.add_typer(cache.app, name="cache")
 app.add_typer(report.app, name="report")
+app.add_typer(pca.app, name="pca")
+
+
+def _usage_errors() -> tuple[type[Exception], ...]:
+    """click's usage errors, and those of the copy of click that recent typer versions vendor."""
+    errors: list[type[Exception]] = [click.ClickException]
+    try:
+        from typer._click.exceptions import ClickException as VendoredClickException
+
+        errors.append(VendoredClickException)
+    except ImportError:
+        pass
+    return tuple(errors)
+
+
+_EXIT = (click.exceptions.Exit, typer.Exit)
+_USAGE = _usage_errors()
+_ABORT = (click.exceptions.Abort, typer.Abort)
+INTERRUPTED = "robaudit: interrupted; finished chunks are kept, continue with --resume"
 
 
 def main(argv: list[str] | None = None) -> None:
     """Entry point of the console script; never lets a traceback reach the user for a user error."""
     command = typer.main.get_command(app)
     try:
-        command.main(args=argv, prog_name="robaudit", standalone_mode=False)
-    except click.exceptions.Exit as exc:
+        code = command.main(args=argv, prog_name="robaudit", standalone_mode=False)
+    except _EXIT as exc:
         sys.exit(exc.exit_code)
-    except click.ClickException as exc:
-        exc.show()
-        sys.exit(exc.exit_code)
-    except click.exceptions.Abort:
-        print("robaudit: aborted", file=sys.stderr)
-        sys.exit(130)
-    except KeyboardInterrupt:
-        print("robaudit: interrupted; finished chunks are kept, continue with --resume", file=sys.stderr)
+    except _USAGE as exc:
+        exc.show()  # type: ignore[attr-defined]
+        sys.exit(exc.exit_code)  # type: ignore[attr-defined]
+    except (*_ABORT, KeyboardInterrupt):
+        print(INTERRUPTED, file=sys.stderr)
         sys.exit(130)
     except RobauditError as exc:
         print(f"robaudit: error: {exc}", file=sys.stderr)
         sys.exit(exc.exit_code)
     except Exception as exc:
         if os.environ.get("ROBAUDIT_DEBUG"):
-            raise
-        print(
-            f"robaudit: internal error: {type(exc).__name__}: {exc} (set ROBAUDIT_DEBUG=1 for the traceback; "
-            "please report it)",
-            file=sys.stderr,
-        )
+            traceback.print_exc()
+        else:
+            print(
+                f"robaudit: internal error: {type(exc).__name__}: {exc} (set ROBAUDIT_DEBUG=1 for the traceback; "
+                "please report it)",
+                file=sys.stderr,
+            )
         sys.exit(EXIT_RUNTIME)
-    sys.exit(0)
+    if isinstance(code, int) and code == 130:  # click turns Ctrl-C into a return value without standalone mode
+        print(INTERRUPTED, file=sys.stderr)
+    sys.exit(code if isinstance(code, int) else 0)
 
 
 __all__ = ["EXIT_INPUT", "app", "main"]

@@ -23,7 +23,9 @@ def run_and_report(audit: Any, spec: Any, out: Path, *, resume: bool, overwrite:
     if as_json:
         print_json({"report": str(result.path), "summary": summary})
     else:
-        print_summary(f"{audit.name}: {spec.model.name} on {meta['data']['description']}", summary)
+        defended = " + ".join(spec.defenses)
+        model = f"{spec.model.name} + {defended}" if defended else spec.model.name
+        print_summary(f"{audit.name}: {model} on {meta['data']['description']}", summary)
         stderr.print(f"report: {result.path}")
     return summary
 
@@ -38,8 +40,10 @@ def eval_command(
     mean: o.Mean = None,
     std: o.Std = None,
     input_size: o.InputSize = None,
+    defense: o.Defenses = None,
     split: o.Split = None,
     limit: o.Limit = None,
+    indices: o.Indices = None,
     on_bad_image: o.OnBadImage = "fail",
     batch_size: o.BatchSize = 128,
     workers: o.Workers = 0,
@@ -54,26 +58,28 @@ def eval_command(
 ) -> None:
     """Clean accuracy (top-1, top-5) with a row per image: prediction, confidence, correct."""
     from .. import plugins
+    from ..data import DataSpec
+    from ..runner import RunSpec
 
-    spec = o.run_spec(
-        model=model,
-        pretrained=pretrained,
-        weights=weights,
-        trust_checkpoint=trust_checkpoint,
-        num_classes=num_classes,
-        mean=mean,
-        std=std,
-        input_size=input_size,
-        data=data,
-        split=split,
-        limit=limit,
-        on_bad_image=on_bad_image,
+    spec = RunSpec(
+        model=o.model_spec(
+            model=model,
+            pretrained=pretrained,
+            weights=weights,
+            trust_checkpoint=trust_checkpoint,
+            num_classes=num_classes,
+            mean=mean,
+            std=std,
+            input_size=input_size,
+        ),
+        data=DataSpec(source=data, split=split, limit=limit, on_bad_image=on_bad_image, indices=indices),
+        defenses=tuple(defense or ()),
+        seed=seed,
+        chunk_size=chunk_size,
         batch_size=batch_size,
         workers=workers,
-        chunk_size=chunk_size,
-        seed=seed,
-        shard=shard,
         device=device,
+        shard=shard,
     )
     audit = plugins.audits.get("eval")()
     run_and_report(audit, spec, out, resume=resume, overwrite=overwrite, as_json=as_json)

@@ -20,7 +20,10 @@ def demo_command(
 ) -> None:
     """Train (or reuse) a small CNN on the embedded digits data and run every audit on it into one folder."""
     from .. import plugins
+    from ..data import DataSpec
     from ..demo_model import train_digits_cnn, weights_path
+    from ..models import ModelSpec
+    from ..runner import RunSpec
     from .audit_commands import run_and_report
     from .output import stderr
 
@@ -31,24 +34,11 @@ def demo_command(
             f"trained digits_cnn ({info['epochs']} epochs, final loss {info['final_loss']:.3f}), "
             f"cached at {weights_path()}"
         )
-    spec = o.run_spec(
-        model="digits_cnn",
-        pretrained=True,
-        weights=None,
-        trust_checkpoint=False,
-        num_classes=None,
-        mean=None,
-        std=None,
-        input_size=None,
-        data="digits",
-        split="test",
-        limit=None,
-        on_bad_image="fail",
-        batch_size=128,
-        workers=0,
+    spec = RunSpec(
+        model=ModelSpec("digits_cnn", pretrained=True),
+        data=DataSpec("digits", split="test"),
         chunk_size=128,
-        seed=0,
-        shard=None,
+        batch_size=128,
         device=device,
     )
     # The demo always starts afresh: its folder is the demo's own output.

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -21,6 +21,7 @@ def plugins_command(
     """List every plugin group with its entries and the package or file each came from."""
     from rich.table import Table
 
+    from ..errors import RobauditError
     from ..plugins import REGISTRIES
     from .output import print_json, stdout
 
@@ -28,9 +29,14 @@ def plugins_command(
     for group, registry in REGISTRIES.items():
         rows = []
         for entry in registry.entries():
+            help_text = entry.help
             if load:
-                entry.load()
-            rows.append({"name": entry.name, "source": entry.source, "target": entry.target, "help": entry.help})
+                try:
+                    entry.load()
+                    help_text = entry.help
+                except RobauditError as exc:
+                    help_text = f"FAILS TO LOAD: {exc}"
+            rows.append({"name": entry.name, "source": entry.source, "target": entry.target, "help": help_text})
         listing[group] = rows
     if as_json:
         print_json(listing)
@@ -75,3 +81,44 @@ def models_command(
     for group, names in found.items():
         stdout.print(f"[bold]{group}[/bold] ({len(names)})")
         stdout.print("  " + ("  ".join(names) if names else "(none)"))
+
+
+def defenses_command(as_json: o.Json = False) -> None:
+    """List the defenses with their kind, parameters (and defaults), differentiability and help."""
+    import inspect
+
+    from rich.table import Table
+
+    from ..params import parameters_of
+    from ..plugins import defenses
+    from .output import print_json, stdout
+
+    rows: list[dict[str, Any]] = []
+    for entry in defenses.entries():
+        factory = entry.load()
+        params = {
+            name: (None if p.default is inspect.Parameter.empty else p.default)
+            for name, p in parameters_of(factory).items()
+        }
+        required = [n for n, p in parameters_of(factory).items() if p.default is inspect.Parameter.empty]
+        rows.append(
+            {
+                "name": entry.name,
+                "kind": getattr(factory, "kind", "?"),
+                "differentiable": getattr(factory, "differentiable", None),
+                "parameters": params,
+                "required": required,
+                "help": entry.help,
+                "source": entry.source,
+            }
+        )
+    if as_json:
+        print_json(rows)
+        return
+    table = Table(title="defenses (use --defense NAME:key=value,...)", title_justify="left")
+    for col in ("name", "kind", "parameters", "help"):
+        table.add_column(col, overflow="fold")
+    for row in rows:
+        shown = ", ".join(k if k in row["required"] else f"{k}={v!r}" for k, v in row["parameters"].items())
+        table.add_row(row["name"], row["kind"], shown, row["help"])
+    stdout.print(table)

@@ -14,7 +14,7 @@ import typer
 from ..errors import InputError
 
 if TYPE_CHECKING:
-    from ..runner import RunSpec
+    from ..models import ModelSpec
 
 MODEL = "Model"
 DATA = "Data"
@@ -83,6 +83,24 @@ Split = Annotated[
 Limit = Annotated[
     int | None, typer.Option("--limit", help="Use a seeded, class-stratified subset of N images.", rich_help_panel=DATA)
 ]
+Indices = Annotated[
+    str | None,
+    typer.Option(
+        "--indices",
+        help="START:STOP: only these samples of the source (before --limit), e.g. 509:1017.",
+        rich_help_panel=DATA,
+    ),
+]
+Defenses = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--defense",
+        help="NAME[:key=value,...], repeatable and "
+        "ordered, e.g. blur:sigma=1.5 or cache:path=DIR,theta=50,lam=0.5 "
+        "(robaudit defenses lists them).",
+        rich_help_panel=MODEL,
+    ),
+]
 OnBadImage = Annotated[
     str,
     typer.Option(
@@ -109,7 +127,7 @@ Overwrite = Annotated[
     bool, typer.Option("--overwrite", help="Replace an existing report or unfinished run.", rich_help_panel=RUN)
 ]
 Out = Annotated[Path, typer.Option("--out", "-o", help="Report folder.", rich_help_panel=RUN)]
-Json = Annotated[bool, typer.Option("--json", help="Print the summary as JSON on stdout.")]
+Json = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON on stdout instead of tables.")]
 
 
 def floats(text: str | None, option: str, length: int | None = None) -> tuple[float, ...] | None:
@@ -124,33 +142,22 @@ def floats(text: str | None, option: str, length: int | None = None) -> tuple[fl
     return values
 
 
-def run_spec(
+def model_spec(
     *,
     model: str,
-    pretrained: bool,
-    weights: Path | None,
-    trust_checkpoint: bool,
-    num_classes: int | None,
-    mean: str | None,
-    std: str | None,
-    input_size: str | None,
-    data: str,
-    split: str | None,
-    limit: int | None,
-    on_bad_image: str,
-    batch_size: int,
-    workers: int,
-    chunk_size: int,
-    seed: int,
-    shard: str | None,
-    device: str,
-) -> RunSpec:
-    from ..data import DataSpec
+    pretrained: bool = False,
+    weights: Path | None = None,
+    trust_checkpoint: bool = False,
+    num_classes: int | None = None,
+    mean: str | None = None,
+    std: str | None = None,
+    input_size: str | None = None,
+) -> ModelSpec:
+    """The ModelSpec of the shared model options."""
     from ..models import ModelSpec
-    from ..runner import RunSpec
 
     size = floats(input_size, "--input-size", 3)
-    model_spec = ModelSpec(
+    return ModelSpec(
         name=model,
         pretrained=pretrained,
         weights=str(weights) if weights else None,
@@ -160,14 +167,18 @@ def run_spec(
         std=floats(std, "--std"),
         input_size=tuple(int(v) for v in size) if size else None,  # type: ignore[arg-type]
     )
-    data_spec = DataSpec(source=data, split=split, limit=limit, on_bad_image=on_bad_image)
-    return RunSpec(
-        model=model_spec,
-        data=data_spec,
-        seed=seed,
-        chunk_size=chunk_size,
-        batch_size=batch_size,
-        workers=workers,
-        device=device,
-        shard=shard,
-    )
+
+
+def grid(text: str, option: str) -> list[float]:
+    """``"10:90:33"`` (33 evenly spaced values from 10 to 90) or ``"10,20,50"``."""
+    try:
+        if ":" in text:
+            start, stop, count = text.split(":")
+            n = int(count)
+            if n < 1:
+                raise ValueError
+            step = (float(stop) - float(start)) / (n - 1) if n > 1 else 0.0
+            return [round(float(start) + i * step, 10) for i in range(n)]
+        return [float(v) for v in text.split(",")]
+    except ValueError:
+        raise InputError(f"{option} takes START:STOP:COUNT or comma-separated numbers, got {text!r}") from None

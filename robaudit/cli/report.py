@@ -35,6 +35,8 @@ def show_command(
     info.add_column("key", style="bold")
     info.add_column("value")
     model = meta.get("model", {})
+    # Columns with one value for the whole report (e.g. the defense) are shown once, above the rows.
+    constant = [c for c in ("defense", "skip_reason") if c in head.columns and frame[c].nunique(dropna=False) <= 1]
     for key, value in [
         ("audit", meta.get("audit_repr")),
         ("rows", len(frame)),
@@ -48,9 +50,11 @@ def show_command(
         ("finished", meta.get("finished_at")),
         ("robaudit", meta.get("versions", {}).get("robaudit")),
         ("torch", meta.get("versions", {}).get("torch")),
+        *((column, frame[column].iloc[0]) for column in constant if len(frame) and frame[column].notna().iloc[0]),
     ]:
         info.add_row(key, "" if value is None else str(value))
     stdout.print(info)
+    head = head.drop(columns=constant)
     table = Table(title=f"first {len(head)} of {len(frame)} rows", title_justify="left")
     for col in head.columns:
         table.add_column(col)

@@ -35,6 +35,8 @@ class DataSpec:
     split: str | None = None
     limit: int | None = None
     on_bad_image: str = "fail"
+    #: "START:STOP", a slice of the source's samples taken before ``limit`` (e.g. a held-out half)
+    indices: str | None = None
 
 
 @dataclass
@@ -157,6 +159,28 @@ def load_dataset(spec: DataSpec, preprocessing: Preprocessing | None = None) -> 
     if not isinstance(dataset, Dataset):
         raise InputError(f"data source {name!r} returned {type(dataset).__name__}, not a Dataset")
     return dataset
+
+
+def parse_range(text: str | None, n: int) -> range:
+    """``"START:STOP"`` (Python slice semantics, either side optional) -> the range of sample indices."""
+    if text is None:
+        return range(n)
+    start, sep, stop = text.partition(":")
+    try:
+        if not sep:
+            raise ValueError
+        chosen = range(n)[slice(int(start) if start else None, int(stop) if stop else None)]
+    except ValueError:
+        raise InputError(f"--indices must look like START:STOP (e.g. 0:500), got {text!r}") from None
+    if not chosen:
+        raise InputError(f"--indices {text} selects no sample of the {n} in the data")
+    return chosen
+
+
+def select_samples(labels: np.ndarray, spec: DataSpec, seed: int) -> np.ndarray:
+    """The sorted sample indices a run visits: ``--indices`` first, then the stratified ``--limit``."""
+    window = np.asarray(parse_range(spec.indices, len(labels)))
+    return window[stratified_subset(labels[window], spec.limit, seed)]
 
 
 def stratified_subset(labels: np.ndarray, limit: int | None, seed: int) -> np.ndarray:

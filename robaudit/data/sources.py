@@ -10,6 +10,7 @@ import hashlib
 import os
 from pathlib import Path
 from typing import TYPE_CHECKING
+from urllib.parse import urlparse
 
 import numpy as np
 
@@ -93,15 +94,19 @@ def cifar10(arg: str | None = None, *, split: str | None = None, preprocessing: 
     """CIFAR-10 through torchvision (python batches under ROOT, default the robaudit cache); downloads when online."""
     from torchvision.datasets import CIFAR10
 
-    from ..downloads import require_url
-
     split = _split(split, ("train", "test"), "test", "cifar10")
     root = Path(arg) if arg else cache_dir() / "data"
     train = split == "train"
     try:
         ds = CIFAR10(str(root), train=train, download=False)
     except RuntimeError:
-        require_url(CIFAR10.url, f"CIFAR-10 under {root}")
+        from ..downloads import host_reachable
+
+        if not host_reachable(urlparse(CIFAR10.url).hostname or ""):
+            raise InputError(
+                f"CIFAR-10 is not under {root} and cannot be downloaded here (no network); put the extracted "
+                f"cifar-10-batches-py folder into {root}, or name its parent with cifar10:ROOT"
+            ) from None
         try:
             ds = CIFAR10(str(root), train=train, download=True)
         except Exception as exc:

@@ -13,9 +13,10 @@ if TYPE_CHECKING:
     import pandas as pd
 
 
-def read_metadata(path: Path) -> dict[str, Any]:
+def read_metadata(path: Path | str) -> dict[str, Any]:
     import pyarrow.parquet as pq
 
+    path = Path(path)
     _check(path)
     try:
         schema = pq.read_schema(path)
@@ -28,9 +29,10 @@ def read_metadata(path: Path) -> dict[str, Any]:
     return meta
 
 
-def read_report(path: Path) -> tuple[pd.DataFrame, dict[str, Any]]:
+def read_report(path: Path | str) -> tuple[pd.DataFrame, dict[str, Any]]:
     import pyarrow.parquet as pq
 
+    path = Path(path)
     meta = read_metadata(path)
     try:
         frame = pq.read_table(path).to_pandas()

@@ -1,0 +1,320 @@
+"""The key-value cache of Orhan (2018) and Orhan & Lake (2019), as a readout defense.
+
+Keys μ_k are L2-normalized features of training images at chosen layers (:mod:`.features`), values v_k
+their one-hot labels (or, for a compressed cache, the label distribution of a k-means cluster). For a test
+image with normalized features φ(x), the cache's prediction is
+
+    p_mem(y | x) = Σ_k v_ky exp(θ φ(x)·μ_k) / Σ_k exp(θ φ(x)·μ_k)
+
+and the defended model predicts p = (1 − λ) p_net + λ p_mem (λ = 1: cache-only). The module returns
+log p, so argmax, softmax and cross-entropy behave as for ordinary logits.
+
+Retrieval ``continuous`` sums over all keys. It is computed in the log domain in chunks of keys with a
+running log-sum-exp, so memory stays at (batch × chunk) whatever the cache size, and it is differentiable
+with respect to the input. Retrieval ``knn`` keeps only the k most similar keys: they are found without
+gradient (faiss, or a chunked matmul + top-k in torch), and their similarities are then recomputed in
+torch so that gradients still reach the input. With k equal to the number of keys, knn equals continuous.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..errors import InputError, RunError
+from .base import Defense, ReadoutDefense, describe
+from .features import FeatureReader
+
+if TYPE_CHECKING:
+    from ..models import LoadedModel
+
+CACHE_FORMAT = "robaudit-cache"
+RETRIEVALS = ("continuous", "knn")
+SEARCHES = ("auto", "faiss", "torch")
+DTYPES = {"auto": None, "float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+_TINY = torch.finfo(torch.float32).tiny
+
+
+class CacheArtifact:
+    """A cache folder: ``keys.npy`` (M, d), ``labels.npy`` (M,) or ``values.npy`` (M, C), optional key
+    projection (``key_mean.npy``, ``key_components.npy``), and ``meta.json``."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        meta_file = path / "meta.json"
+        if not path.is_dir():
+            raise InputError(f"cache {path} does not exist (build one with `robaudit cache build`)")
+        try:
+            self.meta: dict[str, Any] = json.loads(meta_file.read_text())
+        except (OSError, ValueError) as exc:
+            raise InputError(f"cache {path}: cannot read meta.json ({exc})") from exc
+        if self.meta.get("format") != CACHE_FORMAT:
+            raise InputError(f"{path} is not a robaudit cache (meta.json format {self.meta.get('format')!r})")
+        self.keys = self._array("keys.npy")
+        self.labels = self._array("labels.npy") if (path / "labels.npy").exists() else None
+        self.values = self._array("values.npy") if (path / "values.npy").exists() else None
+        if (self.labels is None) == (self.values is None):
+            raise InputError(f"cache {path} needs exactly one of labels.npy and values.npy")
+        count = len(self.labels if self.labels is not None else self.values)  # type: ignore[arg-type]
+        if self.keys.ndim != 2 or len(self.keys) != count:
+            raise InputError(f"cache {path}: keys {self.keys.shape} do not match {count} values")
+        if count == 0:
+            raise InputError(f"cache {path} is empty")
+        self.projection = None
+        if (path / "key_components.npy").exists():
+            self.projection = (self._array("key_mean.npy"), self._array("key_components.npy"))
+
+    def _array(self, name: str) -> np.ndarray:
+        try:
+            return np.load(self.path / name, mmap_mode="r", allow_pickle=False)
+        except (OSError, ValueError) as exc:
+            raise InputError(f"cache {self.path}: cannot read {name} ({exc})") from exc
+
+    @property
+    def num_classes(self) -> int:
+        return int(self.meta["model"]["num_classes"])
+
+
+def continuous_log_pmem(
+    query: torch.Tensor,
+    keys: torch.Tensor,
+    theta: float,
+    num_classes: int,
+    *,
+    labels: torch.Tensor | None = None,
+    values: torch.Tensor | None = None,
+    chunk: int = 16384,
+) -> torch.Tensor:
+    """log p_mem (N, C) over all keys, chunked over keys with a running log-sum-exp."""
+    n = query.shape[0]
+    num = torch.full((n, num_classes), -math.inf, device=query.device)
+    den = torch.full((n,), -math.inf, device=query.device)
+    q = query.to(keys.dtype)
+    for start in range(0, keys.shape[0], chunk):
+        scores = theta * (q @ keys[start : start + chunk].T).float()
+        # Subtracting the (detached) row maximum keeps exp in range; it is added back exactly below.
+        shift = scores.max(dim=1, keepdim=True).values.detach()
+        weights = torch.exp(scores - shift)
+        if labels is not None:
+            per_class = torch.zeros(n, num_classes, device=query.device).index_add(
+                1, labels[start : start + chunk], weights
+            )
+        else:
+            assert values is not None
+            per_class = weights @ values[start : start + chunk].float()
+        # clamp: classes absent from a chunk contribute ~0 instead of log(0) (whose gradient is NaN).
+        num = torch.logaddexp(num, torch.log(per_class.clamp_min(_TINY)) + shift)
+        den = torch.logaddexp(den, torch.log(weights.sum(dim=1)) + shift.squeeze(1))
+    return num - den[:, None]
+
+
+def knn_log_pmem(
+    query: torch.Tensor,
+    keys: torch.Tensor,
+    neighbours: torch.Tensor,
+    theta: float,
+    num_classes: int,
+    *,
+    labels: torch.Tensor | None = None,
+    values: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """log p_mem (N, C) over each query's ``neighbours`` (N, k), similarities recomputed with gradient."""
+    selected = keys[neighbours].float()  # (N, k, d)
+    scores = theta * torch.einsum("nd,nkd->nk", query.float(), selected)
+    weights = scores.softmax(dim=1)
+    if labels is not None:
+        p = torch.zeros(query.shape[0], num_classes, device=query.device).scatter_add(1, labels[neighbours], weights)
+    else:
+        assert values is not None
+        p = torch.einsum("nk,nkc->nc", weights, values[neighbours].float())
+    return torch.log(p.clamp_min(_TINY))
+
+
+def torch_topk(query: torch.Tensor, keys: torch.Tensor, k: int, chunk: int = 16384) -> torch.Tensor:
+    """Indices of the k keys with the largest inner products, by chunked matmul and a running top-k."""
+    best_scores: torch.Tensor | None = None
+    best_index: torch.Tensor | None = None
+    q = query.to(keys.dtype)
+    for start in range(0, keys.shape[0], chunk):
+        scores = (q @ keys[start : start + chunk].T).float()
+        index = torch.arange(start, start + scores.shape[1], device=query.device).expand_as(scores)
+        if best_scores is not None:
+            scores = torch.cat([best_scores, scores], dim=1)
+            index = torch.cat([best_index, index], dim=1)  # type: ignore[list-item]
+        top = scores.topk(min(k, scores.shape[1]), dim=1)
+        best_scores, best_index = top.values, index.gather(1, top.indices)
+    assert best_index is not None
+    return best_index
+
+
+def faiss_index(keys: np.ndarray, spec: str, nprobe: int) -> Any:
+    """An inner-product faiss index over ``keys``: ``flat`` (exact), ``ivf:NLIST`` or ``hnsw:M``."""
+    import faiss
+
+    data = np.ascontiguousarray(keys, dtype=np.float32)
+    dim = data.shape[1]
+    kind, _, arg = spec.partition(":")
+    index: Any
+    if kind == "flat":
+        index = faiss.IndexFlatIP(dim)
+    elif kind == "ivf":
+        nlist = int(arg or max(1, int(math.sqrt(len(data)))))
+        index = faiss.IndexIVFFlat(faiss.IndexFlatIP(dim), dim, nlist, faiss.METRIC_INNER_PRODUCT)
+        index.train(data)
+        index.nprobe = nprobe
+    elif kind == "hnsw":
+        index = faiss.IndexHNSWFlat(dim, int(arg or 32), faiss.METRIC_INNER_PRODUCT)
+    else:
+        raise InputError(f"index must be flat, ivf[:NLIST] or hnsw[:M], got {spec!r}")
+    index.add(data)
+    return index
+
+
+class KeyValueCache(ReadoutDefense):
+    """Key-value cache over layer features (Orhan 2018): p = (1-λ) p_net + λ p_mem; λ=1 is cache-only."""
+
+    name = "cache"
+
+    def __init__(
+        self,
+        *,
+        path: str,
+        theta: float = 50.0,
+        lam: float = 0.5,
+        retrieval: str = "continuous",
+        k: int = 50,
+        search: str = "auto",
+        index: str = "flat",
+        nprobe: int = 8,
+        chunk: int = 16384,
+        dtype: str = "auto",
+    ) -> None:
+        params: dict[str, Any] = {"path": str(path), "theta": theta, "lam": lam, "retrieval": retrieval}
+        if retrieval == "knn":
+            params.update(k=k, search=search, index=index)
+        super().__init__(**params)
+        if not (isinstance(theta, (int, float)) and math.isfinite(theta) and theta > 0):
+            raise InputError(f"cache theta must be a positive number, got {theta!r}")
+        if not (isinstance(lam, (int, float)) and 0 <= lam <= 1):
+            raise InputError(f"cache lam must lie in [0, 1], got {lam!r}")
+        if retrieval not in RETRIEVALS:
+            raise InputError(f"cache retrieval must be one of {', '.join(RETRIEVALS)}, got {retrieval!r}")
+        if search not in SEARCHES:
+            raise InputError(f"cache search must be one of {', '.join(SEARCHES)}, got {search!r}")
+        if not isinstance(k, int) or k < 1:
+            raise InputError(f"cache k must be a positive integer, got {k!r}")
+        if dtype not in DTYPES:
+            raise InputError(f"cache dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
+        self.artifact = CacheArtifact(Path(path))
+        self.theta, self.lam, self.retrieval = float(theta), float(lam), retrieval
+        self.k, self.search, self.index_spec, self.nprobe, self.chunk = k, search, index, nprobe, chunk
+        self.dtype_name = dtype
+        self.num_classes = self.artifact.num_classes
+        meta = self.artifact.meta
+        self.reader: FeatureReader | None = None
+        self._faiss: Any = None
+        self.keys: torch.Tensor
+        self.labels: torch.Tensor | None
+        self.values: torch.Tensor | None
+        self.key_mean: torch.Tensor | None
+        self.key_components: torch.Tensor | None
+        self.register_buffer("keys", torch.from_numpy(np.array(self.artifact.keys, dtype=np.float32)), persistent=False)
+        labels = self.artifact.labels
+        values = self.artifact.values
+        self.register_buffer(
+            "labels", None if labels is None else torch.from_numpy(np.array(labels, np.int64)), persistent=False
+        )
+        self.register_buffer(
+            "values", None if values is None else torch.from_numpy(np.array(values, np.float32)), persistent=False
+        )
+        projection = self.artifact.projection
+        self.register_buffer(
+            "key_mean", None if projection is None else torch.from_numpy(np.array(projection[0])), persistent=False
+        )
+        self.register_buffer(
+            "key_components",
+            None if projection is None else torch.from_numpy(np.array(projection[1])),
+            persistent=False,
+        )
+        self.layers: list[str] = list(meta["layers"])
+        self.pool: str = meta.get("pool", "avg")
+
+    @property
+    def size(self) -> int:
+        return int(self.keys.shape[0])
+
+    def artifacts(self) -> dict[str, str]:
+        return {"cache": str(self.artifact.meta["fingerprint"])}
+
+    def bind(self, model: LoadedModel, upstream: list[Defense]) -> None:
+        meta = self.artifact.meta
+        where = f"cache {self.artifact.path}"
+        if meta["model"]["fingerprint"] != model.fingerprint:
+            raise InputError(
+                f"{where} was built for model {meta['model']['name']!r} with other weights "
+                f"(fingerprint {meta['model']['fingerprint'][:12]}, this model "
+                f"{model.fingerprint[:12]}); rebuild it for this model"
+            )
+        built_with = meta.get("input_defenses", "none")
+        if built_with != describe(upstream):
+            raise InputError(
+                f"{where} was built behind input defenses {built_with!r}, but here they are {describe(upstream)!r}"
+            )
+        if self.num_classes != model.num_classes:
+            raise InputError(f"{where} has {self.num_classes} classes, the model {model.num_classes}")
+        self.reader = FeatureReader(model.base, self.layers, self.pool)
+        dtype = DTYPES[self.dtype_name] or (torch.float16 if model.device.type == "cuda" else torch.float32)
+        self.keys = self.keys.to(model.device, dtype)
+
+    def query(self, base: nn.Module, pixels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(normalized, projected query features, backbone logits)."""
+        if self.reader is None:
+            raise RunError("the cache is not bound to a model (compose it with robaudit.defenses.base.compose)")
+        features, logits = self.reader(base, pixels)
+        if self.key_components is not None and self.key_mean is not None:
+            features = F.normalize((features - self.key_mean) @ self.key_components.T, dim=1)
+        return features, logits
+
+    def log_pmem(self, query: torch.Tensor, theta: float | None = None) -> torch.Tensor:
+        theta = self.theta if theta is None else theta
+        if self.retrieval == "continuous":
+            return continuous_log_pmem(
+                query, self.keys, theta, self.num_classes, labels=self.labels, values=self.values, chunk=self.chunk
+            )
+        return knn_log_pmem(
+            query, self.keys, self.neighbours(query), theta, self.num_classes, labels=self.labels, values=self.values
+        )
+
+    def neighbours(self, query: torch.Tensor) -> torch.Tensor:
+        k = min(self.k, self.size)
+        with torch.no_grad():
+            use_faiss = self.search == "faiss" or (self.search == "auto" and query.device.type == "cpu")
+            if not use_faiss:
+                return torch_topk(query.detach(), self.keys, k, self.chunk)
+            if self._faiss is None:
+                self._faiss = faiss_index(self.keys.float().cpu().numpy(), self.index_spec, self.nprobe)
+            _, index = self._faiss.search(np.ascontiguousarray(query.detach().float().cpu().numpy()), k)
+        if (index < 0).any():
+            raise RunError(f"the faiss index returned fewer than k={k} neighbours; raise nprobe or use index=flat")
+        return torch.from_numpy(index).to(query.device)
+
+    def forward(self, base: nn.Module, pixels: torch.Tensor) -> torch.Tensor:
+        query, logits = self.query(base, pixels)
+        return mix(logits, self.log_pmem(query), self.lam)
+
+
+def mix(logits: torch.Tensor, log_pmem: torch.Tensor, lam: float) -> torch.Tensor:
+    """log((1 - λ) softmax(logits) + λ p_mem), computed stably."""
+    if lam >= 1:
+        return log_pmem
+    log_net = F.log_softmax(logits.float(), dim=1)
+    if lam <= 0:
+        return log_net
+    return torch.logaddexp(math.log1p(-lam) + log_net, math.log(lam) + log_pmem)
