@@ -63,7 +63,7 @@ def _discover(registry: Registry[Any]) -> None:
 
 
 # Groups in which robaudit itself registers something; the others are filled by later features or plugins.
-_BUILTIN_GROUPS = {"robaudit.models", "robaudit.datasets", "robaudit.audits", "robaudit.defenses"}
+_BUILTIN_GROUPS = {"robaudit.models", "robaudit.datasets", "robaudit.audits", "robaudit.defenses", "robaudit.attacks"}
 
 models: Registry[Any] = Registry(GROUPS["models"], "model", _discover)
 defenses: Registry[Any] = Registry(GROUPS["defenses"], "defense", _discover)

@@ -151,6 +151,7 @@ def run_audit(
 
     started = time.perf_counter()
     model = compose(load_model(spec.model, spec.device), list(spec.defenses))
+    audit.prepare(model)
     dataset = load_dataset(spec.data, model.preprocessing)
     if dataset.labels.max() >= model.num_classes:
         raise InputError(
@@ -172,6 +173,7 @@ def run_audit(
         "data_fingerprint": dataset.fingerprint(),
         "seed": spec.seed,
         "chunk_size": spec.chunk_size,
+        **({"batch_size": spec.batch_size} if audit.batch_dependent else {}),
         "shard": list(shard),
     }
     out_dir.mkdir(parents=True, exist_ok=True)

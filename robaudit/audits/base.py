@@ -49,6 +49,9 @@ class Audit(ABC):
     name: ClassVar[str]
     #: columns this audit adds to every row (nullable; skipped images get nulls)
     columns: ClassVar[dict[str, pa.DataType]]
+    #: whether rows depend on how images are batched (e.g. random draws per batch): the batch size then
+    #: becomes part of the run's identity
+    batch_dependent: ClassVar[bool] = False
 
     def __init__(self, **params: Any) -> None:
         self.params = params
@@ -60,6 +63,9 @@ class Audit(ABC):
     @classmethod
     def schema(cls) -> pa.Schema:
         return pa.schema([pa.field(k, t) for k, t in {**BASE_COLUMNS, **cls.columns}.items()])
+
+    def prepare(self, model: LoadedModel) -> None:  # noqa: B027 (an optional hook: most audits need no check)
+        """Check that the audit can run on ``model`` (raise InputError if not); called before anything is written."""
 
     @abstractmethod
     def run_batch(self, model: LoadedModel, batch: AuditBatch) -> dict[str, np.ndarray]:

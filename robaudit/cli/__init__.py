@@ -69,10 +69,12 @@ def _root(
 
 
 app.command("eval")(audit_commands.eval_command)
+app.command("attack")(audit_commands.attack_command)
 app.command("demo")(demo.demo_command)
 app.command("plugins")(listing.plugins_command)
 app.command("models")(listing.models_command)
 app.command("defenses")(listing.defenses_command)
+app.command("attacks")(listing.attacks_command)
 app.add_typer(cache.app, name="cache")
 app.add_typer(report.app, name="report")
 app.add_typer(pca.app, name="pca")

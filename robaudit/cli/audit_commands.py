@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
+
+import typer
 
 from . import options as o
+
+ATTACK = "Attack"
 
 
 def run_and_report(audit: Any, spec: Any, out: Path, *, resume: bool, overwrite: bool, as_json: bool) -> dict[str, Any]:
@@ -82,4 +86,161 @@ def eval_command(
         shard=shard,
     )
     audit = plugins.audits.get("eval")()
+    run_and_report(audit, spec, out, resume=resume, overwrite=overwrite, as_json=as_json)
+
+
+def attack_command(
+    model: o.Model,
+    eps: Annotated[
+        str | None,
+        typer.Option(
+            "--eps",
+            help="Budgets to sweep, e.g. 0.01,0.02,0.04 or 2/255,8/255 (in --eps-mode units).",
+            rich_help_panel=ATTACK,
+        ),
+    ] = None,
+    attack: Annotated[
+        str,
+        typer.Option(
+            "--attack",
+            "-a",
+            help="NAME[:key=value,...] (robaudit attacks lists them), e.g. pgd:steps=20 or ddn.",
+            rich_help_panel=ATTACK,
+        ),
+    ] = "pgd",
+    eps_mode: Annotated[
+        str,
+        typer.Option(
+            "--eps-mode",
+            help="linf | l2 (absolute radii in [0,1] pixels) | rel-l2 "
+            "(||d||2 <= eps ||x||2 per image) | range-linf (eps x pixel range).",
+            rich_help_panel=ATTACK,
+        ),
+    ] = "linf",
+    threat: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--threat",
+            help="white, gray (attack the backbone, judge the "
+            "defended model) or black (attack --surrogate); repeatable. "
+            "Default: white, plus gray with a defense.",
+            rich_help_panel=ATTACK,
+        ),
+    ] = None,
+    surrogate: Annotated[
+        str | None,
+        typer.Option("--surrogate", help="Model the black-box attack sees (any --model name).", rich_help_panel=ATTACK),
+    ] = None,
+    surrogate_weights: Annotated[
+        Path | None, typer.Option("--surrogate-weights", help="Checkpoint of the surrogate.", rich_help_panel=ATTACK)
+    ] = None,
+    targeted: Annotated[
+        bool, typer.Option("--targeted", help="Aim at a random other class per image (seeded).", rich_help_panel=ATTACK)
+    ] = False,
+    minimal: Annotated[
+        bool,
+        typer.Option(
+            "--minimal",
+            help="Smallest perturbation per image with minimization attacks (no --eps).",
+            rich_help_panel=ATTACK,
+        ),
+    ] = False,
+    ensemble: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--ensemble",
+            help="More minimization attacks for --minimal; the smallest success per image is kept (repeatable).",
+            rich_help_panel=ATTACK,
+        ),
+    ] = None,
+    checks: Annotated[
+        bool,
+        typer.Option(
+            "--checks/--no-checks",
+            help="Gradient-masking evidence rows (on --check-samples images per batch).",
+            rich_help_panel=ATTACK,
+        ),
+    ] = True,
+    check_samples: Annotated[
+        int, typer.Option("--check-samples", help="Images per batch for the masking checks.", rich_help_panel=ATTACK)
+    ] = 8,
+    data: o.Data = "digits",
+    pretrained: o.Pretrained = False,
+    weights: o.Weights = None,
+    trust_checkpoint: o.TrustCheckpoint = False,
+    num_classes: o.NumClasses = None,
+    mean: o.Mean = None,
+    std: o.Std = None,
+    input_size: o.InputSize = None,
+    defense: o.Defenses = None,
+    split: o.Split = None,
+    limit: o.Limit = None,
+    indices: o.Indices = None,
+    on_bad_image: o.OnBadImage = "fail",
+    batch_size: o.BatchSize = 64,
+    workers: o.Workers = 0,
+    chunk_size: o.ChunkSize = 128,
+    seed: o.Seed = 0,
+    shard: o.Shard = None,
+    device: o.Device = "auto",
+    out: o.Out = Path("robaudit-report"),
+    resume: o.Resume = False,
+    overwrite: o.Overwrite = False,
+    as_json: o.Json = False,
+) -> None:
+    """Accuracy under attack: white/gray/black-box threat models, eps sweeps or minimal perturbations,
+    targeted or not, with gradient-masking checks."""
+    from dataclasses import asdict
+
+    from .. import plugins
+    from ..data import DataSpec
+    from ..models import load_model
+    from ..runner import RunSpec
+
+    spec = RunSpec(
+        model=o.model_spec(
+            model=model,
+            pretrained=pretrained,
+            weights=weights,
+            trust_checkpoint=trust_checkpoint,
+            num_classes=num_classes,
+            mean=mean,
+            std=std,
+            input_size=input_size,
+        ),
+        data=DataSpec(source=data, split=split, limit=limit, on_bad_image=on_bad_image, indices=indices),
+        defenses=tuple(defense or ()),
+        seed=seed,
+        chunk_size=chunk_size,
+        batch_size=batch_size,
+        workers=workers,
+        device=device,
+        shard=shard,
+    )
+    threats = [
+        t.strip()
+        for item in (threat or (["white", "gray"] if defense else ["white"]))
+        for t in item.split(",")
+        if t.strip()
+    ]
+    loaded_surrogate = None
+    surrogate_params = None
+    if surrogate is not None:
+        surrogate_spec = o.model_spec(model=surrogate, weights=surrogate_weights)
+        loaded_surrogate = load_model(surrogate_spec, device)
+        surrogate_params = {**asdict(surrogate_spec), "fingerprint": loaded_surrogate.fingerprint}
+    audit = plugins.audits.get("attack")(
+        attack=attack,
+        threats=threats,
+        eps=o.budget_list(eps),
+        eps_mode=eps_mode,
+        targeted=targeted,
+        minimal=minimal,
+        ensemble=list(ensemble or []),
+        checks=checks,
+        check_samples=check_samples,
+        seed=seed,
+        surrogate=surrogate_params,
+    )
+    audit.attach_surrogate(loaded_surrogate)
     run_and_report(audit, spec, out, resume=resume, overwrite=overwrite, as_json=as_json)

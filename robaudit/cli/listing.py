@@ -122,3 +122,42 @@ def defenses_command(as_json: o.Json = False) -> None:
         shown = ", ".join(k if k in row["required"] else f"{k}={v!r}" for k, v in row["parameters"].items())
         table.add_row(row["name"], row["kind"], shown, row["help"])
     stdout.print(table)
+
+
+def attacks_command(as_json: o.Json = False) -> None:
+    """List the attacks with their norm, kind (fixed budget or minimization), parameters and help."""
+    import inspect
+
+    from rich.table import Table
+
+    from ..params import parameters_of
+    from ..plugins import attacks
+    from .output import print_json, stdout
+
+    rows: list[dict[str, Any]] = []
+    for entry in attacks.entries():
+        factory = entry.load()
+        params = {
+            n: None if p.default is inspect.Parameter.empty else p.default for n, p in parameters_of(factory).items()
+        }
+        rows.append(
+            {
+                "name": entry.name,
+                "norm": getattr(factory, "norm", "?"),
+                "kind": "minimization" if getattr(factory, "minimization", False) else "fixed budget",
+                "gradient": getattr(factory, "gradient", None),
+                "parameters": params,
+                "help": entry.help,
+                "source": entry.source,
+            }
+        )
+    if as_json:
+        print_json(rows)
+        return
+    table = Table(title="attacks (use --attack NAME:key=value,...)", title_justify="left")
+    for col in ("name", "norm", "kind", "gradient", "parameters", "help"):
+        table.add_column(col, overflow="fold")
+    for row in rows:
+        shown = ", ".join(f"{k}={v!r}" for k, v in row["parameters"].items())
+        table.add_row(row["name"], row["norm"], row["kind"], "yes" if row["gradient"] else "no", shown, row["help"])
+    stdout.print(table)

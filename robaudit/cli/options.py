@@ -169,6 +169,20 @@ def model_spec(
     )
 
 
+def budget_list(text: str | None) -> list[float] | None:
+    """``"0.01,2/255"`` -> [0.01, 0.00784...]; fractions are allowed because budgets are often k/255."""
+    if text is None:
+        return None
+    values = []
+    for item in filter(None, (p.strip() for p in text.split(","))):
+        num, sep, den = item.partition("/")
+        try:
+            values.append(float(num) / float(den) if sep else float(num))
+        except (ValueError, ZeroDivisionError):
+            raise InputError(f"--eps takes comma-separated numbers or fractions (8/255), got {item!r}") from None
+    return values
+
+
 def grid(text: str, option: str) -> list[float]:
     """``"10:90:33"`` (33 evenly spaced values from 10 to 90) or ``"10,20,50"``."""
     try:

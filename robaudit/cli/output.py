@@ -39,13 +39,32 @@ def fmt(value: Any) -> str:
     return str(value)
 
 
+def _nested_table(title: str, records: list[Mapping[str, Any]]) -> Table:
+    columns = [k for k in records[0] if not isinstance(records[0][k], list) or len(records[0][k]) <= 2]
+    table = Table(title=title, title_justify="left", header_style="bold")
+    for column in columns:
+        table.add_column(column, overflow="fold")
+    for record in records:
+        table.add_row(*(fmt(record.get(c)) for c in columns))
+    return table
+
+
 def print_summary(title: str, summary: Mapping[str, Any]) -> None:
+    """Scalars in one metric/value table; lists of records and mappings of records as tables of their own."""
     table = Table(title=title, show_header=True, header_style="bold")
     table.add_column("metric")
     table.add_column("value", justify="right")
+    nested = []
     for key, value in summary.items():
-        table.add_row(key, fmt(value))
+        if isinstance(value, list) and value and isinstance(value[0], Mapping):
+            nested.append(_nested_table(key, value))
+        elif isinstance(value, Mapping) and value and all(isinstance(v, Mapping) for v in value.values()):
+            nested.append(_nested_table(key, [{"name": k, **v} for k, v in value.items()]))
+        else:
+            table.add_row(key, fmt(value))
     stdout.print(table)
+    for extra in nested:
+        stdout.print(extra)
 
 
 @contextmanager
