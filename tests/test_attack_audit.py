@@ -61,6 +61,27 @@ def test_linf_sweep_rows_respect_budgets(cli, tmp_path: Path) -> None:  # type: 
     assert read_metadata(tmp_path / "attack.parquet")["identity"]["batch_size"] == 64
 
 
+def test_saved_perturbations_match_the_rows(cli, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    _, rows = attack(
+        cli,
+        tmp_path,
+        *DIGITS,
+        "--limit",
+        12,
+        "--eps",
+        "0.02,0.05",
+        "--no-checks",
+        "--save-perturbations",
+        tmp_path / "delta.npz",
+    )
+    saved = np.load(tmp_path / "delta.npz")
+    assert saved["delta"].shape == (24, 3, 32, 32) and saved["delta"].dtype == np.float16
+    linf = np.abs(saved["delta"].astype(np.float32)).reshape(24, -1).max(axis=1)
+    expected = rows.set_index(["index", "eps"]).loc[list(zip(saved["index"], saved["eps"], strict=True)), "linf"]
+    assert np.allclose(linf, expected.to_numpy(), atol=1e-4)
+    assert (linf <= saved["eps"] + 1e-4).all()
+
+
 def test_relative_l2_budgets_scale_with_the_image(cli, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     _, rows = attack(
         cli,
@@ -82,6 +103,21 @@ def test_relative_l2_budgets_scale_with_the_image(cli, tmp_path: Path) -> None: 
     norms = images.flatten(1).norm(dim=1).numpy()
     assert np.allclose(rows["eps_abs"], 0.05 * norms, rtol=1e-5)
     assert (rows["rel_l2"] <= 0.05 * (1 + 1e-4)).all()
+    # the masking checks work with per-image budgets too (the noise check groups images by budget)
+    summary, _ = attack(
+        cli,
+        tmp_path / "checked",
+        *DIGITS,
+        "--limit",
+        8,
+        "--attack",
+        "pgd:norm=l2,steps=10",
+        "--eps-mode",
+        "rel-l2",
+        "--eps",
+        "0.05",
+    )
+    assert summary["flags"]["gradient_free_beats_gradient"]["flag"] is False
 
 
 def test_targeted_attacks_aim_at_seeded_targets(cli, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
@@ -194,6 +230,7 @@ def test_obfuscated_model_is_flagged(cli, tmp_path: Path) -> None:  # type: igno
         (["--threat", "purple", "--eps", "0.1"], "choose from white, gray, black"),
         (["--eps-mode", "l2", "--eps", "0.1"], "needs an l2 attack"),
         ([], "--eps"),
+        (["--attack", "fgsm", "--eps", "0.1", "--targeted"], "cannot run targeted"),
     ],
 )
 def test_bad_attack_options(cli, tmp_path: Path, args: list[str], message: str) -> None:  # type: ignore[no-untyped-def]

@@ -261,8 +261,13 @@ def test_reports_are_readable_by_duckdb(cli, tiny_models: Path, tmp_path: Path) 
 def test_demo_trains_offline_and_reports(cli, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     result = cli("demo", "--out", tmp_path / "demo", "--json")
     assert result.code == 0, result.err
-    assert json.loads(result.out)["summary"]["top1"] >= 0.95
-    assert (tmp_path / "demo" / "eval.parquet").exists()
+    summaries = json.loads(result.out)["summaries"]
+    assert summaries["eval"]["top1"] >= 0.95
+    assert summaries["cache"]["samples"] == 180 and 0 < summaries["cache"]["best_lam"] < 1
+    assert {c["threat"] for c in summaries["attack"]["curves"]} == {"white", "gray"}
+    assert summaries["attack"]["gradient_masking"] is False
+    for name in ("eval.parquet", "attack.parquet", "cache-penultimate/meta.json"):
+        assert (tmp_path / "demo" / name).exists()
     cached = Path(os.environ["ROBAUDIT_CACHE"]) / "models" / "digits_cnn.pt"
     assert cached.exists()
     stamp = cached.stat().st_mtime_ns

@@ -28,6 +28,7 @@ random-noise attack at the largest budget (``gradient-free``). :mod:`.masking` t
 from __future__ import annotations
 
 import math
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
@@ -100,6 +101,9 @@ class AttackAudit(Audit):
         "linf": pa.float32(),
         "rel_l2": pa.float32(),
         "grad_norm": pa.float32(),
+        # the judged perturbation x_adv - x as float16 (C, H, W), with keep_perturbations only
+        "perturbation": pa.list_(pa.float16()),
+        "perturbation_shape": pa.list_(pa.int32()),
     }
 
     def __init__(
@@ -116,6 +120,7 @@ class AttackAudit(Audit):
         check_samples: int = 8,
         seed: int = 0,
         surrogate: dict[str, Any] | None = None,
+        keep_perturbations: bool = False,
     ) -> None:
         threats = list(threats or ["white"])
         super().__init__(
@@ -130,6 +135,7 @@ class AttackAudit(Audit):
             check_samples=check_samples,
             seed=seed,
             surrogate=surrogate,
+            keep_perturbations=keep_perturbations,
         )
         for threat in threats:
             if threat not in THREATS:
@@ -164,6 +170,9 @@ class AttackAudit(Audit):
                     f"{primary!r} measures {primary.norm}; --eps-mode {eps_mode} needs an "
                     f"{EPS_MODES[eps_mode]} attack (e.g. pgd:norm={EPS_MODES[eps_mode]})"
                 )
+        untargetable = [repr(a) for a in self.attacks if not getattr(a, "targeted", True)]
+        if targeted and untargetable:
+            raise InputError(f"{', '.join(untargetable)} cannot run targeted; choose e.g. pgd or linf-pgd")
         self.eps = sorted(eps or [])
         self.surrogate: LoadedModel | None = None
 
@@ -197,7 +206,7 @@ class AttackAudit(Audit):
             models["surrogate"] = self.surrogate.module
         with torch.no_grad():
             clean = {name: m(x).argmax(dim=1) for name, m in models.items()}
-        out = _Rows(batch.indices, y, targets, clean, describe_defense=_describer(model))
+        out = _Rows(batch.indices, y, targets, clean, _describer(model), bool(self.params["keep_perturbations"]))
         for threat in self.params["threats"]:
             source = {"white": defended, "gray": "backbone", "black": "surrogate"}[threat]
             judges = [defended] if threat == "white" else ["defended", "backbone"]
@@ -343,8 +352,10 @@ class _Rows:
         targets: torch.Tensor | None,
         clean: dict[str, torch.Tensor],
         describe_defense: dict[str, str],
+        keep_perturbations: bool,
     ) -> None:
         self.labels, self.targets, self.clean, self.describe = labels, targets, clean, describe_defense
+        self.keep_perturbations = keep_perturbations
         self.data: dict[str, list[Any]] = {name: [] for name in ["sample", "defense", *AttackAudit.columns]}
         self.n = len(indices)
 
@@ -380,6 +391,10 @@ class _Rows:
         # A failed attack keeps the clean image: transfer rows never judge a failed perturbation.
         kept = torch.where(source_success.view(-1, 1, 1, 1), adversarials, images)
         sizes = perturbation_sizes(kept, images)
+        stored: dict[str, Any] = {}
+        if self.keep_perturbations and check is None:
+            delta = (kept - images).detach().half().cpu().numpy()
+            stored = {"perturbation": [d.ravel() for d in delta], "perturbation_shape": [list(delta.shape[1:])] * n}
         for judge in judges:
             with torch.no_grad():
                 logits = models[judge](kept)
@@ -402,6 +417,7 @@ class _Rows:
                 success=is_success(logits, labels, targets).cpu().numpy(),
                 correct=(predictions == labels).cpu().numpy(),
                 **sizes,
+                **stored,
             )
 
     def add_check(self, check: str, judge: str, images: torch.Tensor, *, grad_norm: torch.Tensor) -> None:
@@ -417,10 +433,54 @@ class _Rows:
             grad_norm=grad_norm.float().cpu().numpy(),
         )
 
+    _OBJECT_COLUMNS = (
+        "defense",
+        "threat",
+        "made_by",
+        "judged_by",
+        "attack",
+        "check",
+        "eps_mode",
+        "perturbation",
+        "perturbation_shape",
+    )
+
     def columns(self) -> dict[str, np.ndarray]:
-        return {
-            name: np.array(values, dtype=object)
-            if name in ("defense", "threat", "made_by", "judged_by", "attack", "check", "eps_mode")
-            else np.array(values)
-            for name, values in self.data.items()
-        }
+        columns = {}
+        for name, values in self.data.items():
+            if name in self._OBJECT_COLUMNS:
+                column = np.empty(len(values), dtype=object)
+                column[:] = values  # element by element: a list of arrays must not become a 2-D array
+                columns[name] = column
+            else:
+                columns[name] = np.array(values)
+        return columns
+
+
+def export_perturbations(report: Path, out: Path) -> int:
+    """Write the perturbations kept in an attack report to ``out`` (.npz), one per image x threat x ε."""
+    import os
+
+    from ..reports.read import read_report
+
+    rows, _ = read_report(report)
+    rows = rows[rows["perturbation"].notna()] if "perturbation" in rows else rows.iloc[:0]
+    if rows.empty:
+        raise InputError(f"{report} holds no perturbations (run the attack with --save-perturbations)")
+    # every judge of a threat sees the same perturbation: keep one row per image, threat and budget
+    rows = rows.drop_duplicates(subset=["index", "threat", "eps"])
+    shape = tuple(int(v) for v in rows["perturbation_shape"].iloc[0])
+    deltas = np.stack([np.asarray(p, dtype=np.float16).reshape(shape) for p in rows["perturbation"]])
+    tmp = out.with_name(out.name + ".tmp.npz")
+    np.savez(
+        tmp,
+        delta=deltas,
+        index=rows["index"].to_numpy(),
+        label=rows["label"].to_numpy(),
+        threat=rows["threat"].to_numpy(dtype=str),
+        made_by=rows["made_by"].to_numpy(dtype=str),
+        eps=rows["eps"].to_numpy(),
+        success=rows["source_success"].to_numpy(dtype=bool),
+    )
+    os.replace(tmp, out)
+    return len(deltas)

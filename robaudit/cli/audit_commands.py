@@ -12,8 +12,10 @@ from . import options as o
 ATTACK = "Attack"
 
 
-def run_and_report(audit: Any, spec: Any, out: Path, *, resume: bool, overwrite: bool, as_json: bool) -> dict[str, Any]:
-    """Run ``audit`` with a progress bar, then print the summary derived from the written report."""
+def run_and_report(
+    audit: Any, spec: Any, out: Path, *, resume: bool, overwrite: bool, as_json: bool, quiet: bool = False
+) -> dict[str, Any]:
+    """Run ``audit`` with a progress bar, then print (unless ``quiet``) the summary derived from the report."""
     from ..reports.read import read_report
     from ..runner import run_audit
     from .output import print_json, print_summary, progress_bar, stderr
@@ -24,9 +26,9 @@ def run_and_report(audit: Any, spec: Any, out: Path, *, resume: bool, overwrite:
     summary = type(audit).summarize(rows, meta)
     if result.chunks_resumed:
         stderr.print(f"resumed: {result.chunks_resumed} of {result.chunks_total} chunks were already done")
-    if as_json:
+    if as_json and not quiet:
         print_json({"report": str(result.path), "summary": summary})
-    else:
+    elif not quiet:
         defended = " + ".join(spec.defenses)
         model = f"{spec.model.name} + {defended}" if defended else spec.model.name
         print_summary(f"{audit.name}: {model} on {meta['data']['description']}", summary)
@@ -164,6 +166,14 @@ def attack_command(
     check_samples: Annotated[
         int, typer.Option("--check-samples", help="Images per batch for the masking checks.", rich_help_panel=ATTACK)
     ] = 8,
+    save_perturbations: Annotated[
+        Path | None,
+        typer.Option(
+            "--save-perturbations",
+            help="Keep every perturbation (float16) in the report and export them to this .npz (for spectra).",
+            rich_help_panel=ATTACK,
+        ),
+    ] = None,
     data: o.Data = "digits",
     pretrained: o.Pretrained = False,
     weights: o.Weights = None,
@@ -241,6 +251,15 @@ def attack_command(
         check_samples=check_samples,
         seed=seed,
         surrogate=surrogate_params,
+        keep_perturbations=save_perturbations is not None,
     )
     audit.attach_surrogate(loaded_surrogate)
     run_and_report(audit, spec, out, resume=resume, overwrite=overwrite, as_json=as_json)
+    if save_perturbations is not None:
+        from ..audits.attack import export_perturbations
+        from ..data import parse_shard
+        from ..runner import report_path
+        from .output import stderr
+
+        count = export_perturbations(report_path(out, "attack", parse_shard(shard)), save_perturbations)
+        stderr.print(f"perturbations: {count} written to {save_perturbations}")

@@ -96,9 +96,9 @@ def continuous_log_pmem(
     n = query.shape[0]
     num = torch.full((n, num_classes), -math.inf, device=query.device)
     den = torch.full((n,), -math.inf, device=query.device)
-    q = query.to(keys.dtype)
+    q = (theta * query).to(keys.dtype)  # scaling the (N, d) query is cheaper than the (N, chunk) scores
     for start in range(0, keys.shape[0], chunk):
-        scores = theta * (q @ keys[start : start + chunk].T).float()
+        scores = (q @ keys[start : start + chunk].T).float()
         # Subtracting the (detached) row maximum keeps exp in range; it is added back exactly below.
         shift = scores.max(dim=1, keepdim=True).values.detach()
         weights = torch.exp(scores - shift)
