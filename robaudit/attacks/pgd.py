@@ -62,6 +62,7 @@ class PGD(Attack):
             abs_stepsize=abs_stepsize,
             random_start=random_start,
             restarts=restarts,
+            amp=amp,
         )
         self.norm = norm  # type: ignore[misc]
         self.steps, self.rel_stepsize, self.abs_stepsize = steps, rel, abs_stepsize

@@ -64,29 +64,8 @@ def eval_command(
 ) -> None:
     """Clean accuracy (top-1, top-5) with a row per image: prediction, confidence, correct."""
     from .. import plugins
-    from ..data import DataSpec
-    from ..runner import RunSpec
 
-    spec = RunSpec(
-        model=o.model_spec(
-            model=model,
-            pretrained=pretrained,
-            weights=weights,
-            trust_checkpoint=trust_checkpoint,
-            num_classes=num_classes,
-            mean=mean,
-            std=std,
-            input_size=input_size,
-        ),
-        data=DataSpec(source=data, split=split, limit=limit, on_bad_image=on_bad_image, indices=indices),
-        defenses=tuple(defense or ()),
-        seed=seed,
-        chunk_size=chunk_size,
-        batch_size=batch_size,
-        workers=workers,
-        device=device,
-        shard=shard,
-    )
+    spec = o.run_spec(locals())
     audit = plugins.audits.get("eval")()
     run_and_report(audit, spec, out, resume=resume, overwrite=overwrite, as_json=as_json)
 
@@ -166,6 +145,12 @@ def attack_command(
     check_samples: Annotated[
         int, typer.Option("--check-samples", help="Images per batch for the masking checks.", rich_help_panel=ATTACK)
     ] = 8,
+    amp: Annotated[
+        bool,
+        typer.Option(
+            "--amp", help="bf16 autocast inside the attack (robaudit's pgd; for GPUs).", rich_help_panel=ATTACK
+        ),
+    ] = False,
     save_perturbations: Annotated[
         Path | None,
         typer.Option(
@@ -203,30 +188,9 @@ def attack_command(
     from dataclasses import asdict
 
     from .. import plugins
-    from ..data import DataSpec
     from ..models import load_model
-    from ..runner import RunSpec
 
-    spec = RunSpec(
-        model=o.model_spec(
-            model=model,
-            pretrained=pretrained,
-            weights=weights,
-            trust_checkpoint=trust_checkpoint,
-            num_classes=num_classes,
-            mean=mean,
-            std=std,
-            input_size=input_size,
-        ),
-        data=DataSpec(source=data, split=split, limit=limit, on_bad_image=on_bad_image, indices=indices),
-        defenses=tuple(defense or ()),
-        seed=seed,
-        chunk_size=chunk_size,
-        batch_size=batch_size,
-        workers=workers,
-        device=device,
-        shard=shard,
-    )
+    spec = o.run_spec(locals())
     threats = [
         t.strip()
         for item in (threat or (["white", "gray"] if defense else ["white"]))
@@ -239,6 +203,8 @@ def attack_command(
         surrogate_spec = o.model_spec(model=surrogate, weights=surrogate_weights)
         loaded_surrogate = load_model(surrogate_spec, device)
         surrogate_params = {**asdict(surrogate_spec), "fingerprint": loaded_surrogate.fingerprint}
+    if amp:
+        attack = with_amp(attack)
     audit = plugins.audits.get("attack")(
         attack=attack,
         threats=threats,
@@ -263,3 +229,15 @@ def attack_command(
 
         count = export_perturbations(report_path(out, "attack", parse_shard(shard)), save_perturbations)
         stderr.print(f"perturbations: {count} written to {save_perturbations}")
+
+
+def with_amp(attack: str) -> str:
+    """``attack`` with ``amp=true`` added, for attacks that support bf16 autocast."""
+    from .. import plugins
+    from ..errors import InputError
+    from ..params import parameters_of, parse_spec
+
+    name, params = parse_spec(attack, "--attack")
+    if "amp" not in parameters_of(plugins.attacks.get(name)):
+        raise InputError(f"--amp needs an attack with bf16 autocast (pgd); {name!r} has none")
+    return f"{name}:" + ",".join(f"{k}={v}" for k, v in {**params, "amp": "true"}.items())

@@ -7,7 +7,7 @@ way with the same help. Nothing heavy is imported: this module is loaded for ``r
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -15,6 +15,7 @@ from ..errors import InputError
 
 if TYPE_CHECKING:
     from ..models import ModelSpec
+    from ..runner import RunSpec
 
 MODEL = "Model"
 DATA = "Data"
@@ -166,6 +167,39 @@ def model_spec(
         mean=floats(mean, "--mean"),
         std=floats(std, "--std"),
         input_size=tuple(int(v) for v in size) if size else None,  # type: ignore[arg-type]
+    )
+
+
+def run_spec(options: dict[str, Any]) -> RunSpec:
+    """The RunSpec of a command's shared model, data and run options, taken from its parameters by name."""
+    from ..data import DataSpec
+    from ..runner import RunSpec
+
+    return RunSpec(
+        model=model_spec(
+            model=options["model"],
+            pretrained=options["pretrained"],
+            weights=options["weights"],
+            trust_checkpoint=options["trust_checkpoint"],
+            num_classes=options["num_classes"],
+            mean=options["mean"],
+            std=options["std"],
+            input_size=options["input_size"],
+        ),
+        data=DataSpec(
+            source=options["data"],
+            split=options["split"],
+            limit=options["limit"],
+            on_bad_image=options["on_bad_image"],
+            indices=options["indices"],
+        ),
+        defenses=tuple(options["defense"] or ()),
+        seed=options["seed"],
+        chunk_size=options["chunk_size"],
+        batch_size=options["batch_size"],
+        workers=options["workers"],
+        device=options["device"],
+        shard=options["shard"],
     )
 
 
