@@ -1,7 +1,8 @@
 """Running one audit over a data source into a report: the library call behind every audit command.
 
 The run is described by a frozen :class:`RunSpec`. Its *identity* (everything that determines the rows:
-model, weights fingerprint, data and its fingerprint, subset, seed, chunking, shard, audit parameters) is
+model and the sha256 of its weights, defenses and their artifacts, data and its fingerprint, subset, seed,
+chunking, shard, audit parameters) is
 stored with the partial results and in the final report, so that ``--resume`` can only continue the very
 same run. Batch size, workers and device are not part of it: they change speed, not results.
 """
@@ -166,6 +167,8 @@ def run_audit(
         "params": audit.params,
         "model": asdict(spec.model),
         "weights_sha256": model.provenance.get("weights_sha256"),
+        # the weights themselves: pretrained weights from a hub may change without any path changing
+        "model_fingerprint": model.fingerprint,
         "defenses": [{"repr": repr(d), "artifacts": d.artifacts()} for d in model.defenses],
         # --on-bad-image is left out: chunks finished under "fail" held no bad image, so a run stopped by
         # one can be resumed with "skip", as the error message suggests.
