@@ -18,11 +18,15 @@ ReportPath = Annotated[Path, typer.Argument(help="A report (.parquet) written by
 def show_command(
     path: ReportPath,
     rows: Annotated[int, typer.Option("--rows", "-n", help="How many rows to print.")] = 10,
+    columns: Annotated[
+        str | None, typer.Option("--columns", "-c", help="Comma-separated columns to print (default: up to 10).")
+    ] = None,
     as_json: o.Json = False,
 ) -> None:
     """Print a report's metadata (run spec, versions, fingerprints) and its first rows."""
     from rich.table import Table
 
+    from ..errors import InputError
     from ..reports.read import read_report
     from .output import fmt, print_json, stdout
 
@@ -54,10 +58,29 @@ def show_command(
     ]:
         info.add_row(key, "" if value is None else str(value))
     stdout.print(info)
-    head = head.drop(columns=constant)
+    if columns is not None:
+        chosen = [c.strip() for c in columns.split(",") if c.strip()]
+        unknown = [c for c in chosen if c not in frame.columns]
+        if unknown:
+            raise InputError(
+                f"no column {', '.join(map(repr, unknown))} in {path}; columns: {', '.join(frame.columns)}"
+            )
+        head = head[chosen]
+    else:
+        # Bulky (lists) and constant columns stay out of the default view; at most 10 columns fit a terminal.
+        bulky = [
+            c for c in head.columns if head[c].map(lambda v: hasattr(v, "__len__") and not isinstance(v, str)).any()
+        ]
+        head = head.drop(columns=constant + bulky)
+        if head.shape[1] > 10:
+            stdout.print(
+                f"[dim]{head.shape[1] - 10} more columns ({', '.join(head.columns[10:])}); "
+                "choose with --columns, or use --json[/dim]"
+            )
+            head = head.iloc[:, :10]
     table = Table(title=f"first {len(head)} of {len(frame)} rows", title_justify="left")
     for col in head.columns:
-        table.add_column(col)
+        table.add_column(col, no_wrap=True, overflow="ellipsis", max_width=24)
     for record in head.itertuples(index=False):
         table.add_row(*(fmt(v) for v in record))
     stdout.print(table)
