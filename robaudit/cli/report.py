@@ -80,7 +80,7 @@ def show_command(
             head = head.iloc[:, :10]
     table = Table(title=f"first {len(head)} of {len(frame)} rows", title_justify="left")
     for col in head.columns:
-        table.add_column(col, no_wrap=True, overflow="ellipsis", max_width=24)
+        table.add_column(col, no_wrap=True, overflow="ellipsis", min_width=min(len(col), 6), max_width=12)
     for record in head.itertuples(index=False):
         table.add_row(*(fmt(v) for v in record))
     stdout.print(table)
