@@ -1,0 +1,207 @@
+"""The hybrid-image audit: at which frequency does a classifier switch from one image's content to another's?
+
+After Li et al. (2023). Each image ``x_low`` is paired with an image ``x_high`` of a different class; their
+hybrid keeps ``x_low``'s spectrum inside a disc of normalized radius ``f_mix`` (1 = 0.5 cycles/pixel, the
+axis Nyquist frequency) and ``x_high``'s outside it, channel by channel, clipped to [0, 1]. Sweeping
+``f_mix`` over a grid, ``D(f_mix) = P(pred = low label) − P(pred = high label)`` rises from negative
+(the model follows the high image) to positive (it follows the low image); the *reversal frequency*
+``f_rev`` is its first zero crossing. A low ``f_rev`` means the model decides on low frequencies (shape,
+layout), a high one that it relies on fine texture.
+
+Pairing happens within each batch (that is what keeps chunks, shards and ``--resume`` valid): for repeat
+``r`` a generator seeded from (seed, r, first data index of the batch) draws a permutation of the batch,
+repaired by swaps until no image is paired with its own class; when a class holds more than half of the
+batch no such permutation exists and those images draw a partner of another class independently. Each
+image serves once as the low image per repeat. The batch size therefore changes the rows
+(``batch_dependent``).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import TYPE_CHECKING, Any, ClassVar
+
+import numpy as np
+import pyarrow as pa
+import torch
+
+from ..errors import InputError, RunError
+from ..frequency import low_pass_mask
+from .base import Audit, AuditBatch
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from ..models import LoadedModel
+
+#: the reference's ALPHAS (percent of Nyquist / 100)
+DEFAULT_FMIX = (0, 0.03, 0.04, 0.05, 0.06, 0.08, 0.09, 0.11, 0.13, 0.15, 0.17, 0.19, 0.22, 0.27, 0.33, 0.42, 0.57, 1.0)
+MAX_FMIX = 1.5
+BOOTSTRAP = 1000
+
+
+def hybrid_images(low: torch.Tensor, high: torch.Tensor, fmix: float) -> torch.Tensor:
+    """``Re(IFFT2(FFT2(low)·M + FFT2(high)·(1−M)))`` per channel, clipped to [0, 1]; M is the f_mix disc."""
+    n = low.shape[-1]
+    mask = torch.from_numpy(low_pass_mask(n, fmix)).to(low.device)
+    spectrum = torch.where(mask, torch.fft.fft2(low), torch.fft.fft2(high))
+    return torch.fft.ifft2(spectrum).real.clamp(0, 1).to(low.dtype)
+
+
+def draw_partners(labels: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Per position, the position of a partner with a different label: a repaired random permutation."""
+    n = len(labels)
+    perm = rng.permutation(n)
+    if np.unique(labels, return_counts=True)[1].max() * 2 <= n:
+        for _ in range(100 * n):
+            bad = np.flatnonzero(labels[perm] == labels)
+            if not len(bad):
+                return perm
+            i, j = int(bad[0]), int(rng.integers(n))
+            if labels[perm[j]] != labels[i] and labels[perm[i]] != labels[j]:
+                perm[i], perm[j] = perm[j], perm[i]
+    for k in np.flatnonzero(labels[perm] == labels):
+        perm[k] = rng.choice(np.flatnonzero(labels != labels[k]))
+    return perm
+
+
+def reversal_frequency(fmix: np.ndarray, d: np.ndarray) -> tuple[float | None, str | None]:
+    """First zero crossing (negative to non-negative) of ``d(fmix)`` by linear interpolation, or a note why none."""
+    if d[0] >= 0:
+        return None, f"D is already >= 0 at the first grid point (f_mix={fmix[0]:g})"
+    for k in range(1, len(d)):
+        if d[k] >= 0:
+            return float(fmix[k - 1] + (0 - d[k - 1]) * (fmix[k] - fmix[k - 1]) / (d[k] - d[k - 1])), None
+    return None, f"D stays negative up to f_mix={fmix[-1]:g}"
+
+
+class HybridAudit(Audit):
+    """Hybrid images of two classes over a sweep of mixing frequencies; the reversal frequency f_rev."""
+
+    name = "hybrid"
+    batch_dependent = True
+    columns: ClassVar[dict[str, pa.DataType]] = {
+        "repeat": pa.int32(),
+        "fmix": pa.float64(),
+        "low_label": pa.int64(),
+        "high_label": pa.int64(),
+        "high_index": pa.int64(),
+        "prediction": pa.int64(),
+        "p_low": pa.float32(),
+        "p_high": pa.float32(),
+        "pred_low": pa.bool_(),
+        "pred_high": pa.bool_(),
+    }
+
+    def __init__(self, *, fmix: list[float] | None = None, repeats: int = 1, seed: int = 0) -> None:
+        grid = sorted({float(f) for f in (DEFAULT_FMIX if fmix is None else fmix)})
+        super().__init__(fmix=grid, repeats=repeats, seed=seed)
+        if not grid:
+            raise InputError("--fmix needs at least one value")
+        if any(not math.isfinite(f) or not 0 <= f <= MAX_FMIX for f in grid):
+            raise InputError(f"--fmix values must lie in [0, {MAX_FMIX}] (1 = Nyquist), got {grid}")
+        if repeats < 1:
+            raise InputError(f"--repeats must be >= 1, got {repeats}")
+
+    def prepare(self, model: LoadedModel) -> None:
+        if model.num_classes < 2:
+            raise InputError("hybrid images mix two classes: the model needs at least 2 classes")
+
+    def run_batch(self, model: LoadedModel, batch: AuditBatch) -> dict[str, np.ndarray]:
+        x, y = batch.images, batch.labels
+        if x.shape[-1] != x.shape[-2]:
+            raise InputError(f"hybrid images need square images, got {tuple(x.shape[-2:])}")
+        labels = y.cpu().numpy()
+        if len(np.unique(labels)) < 2:
+            raise InputError(
+                f"hybrid pairs images of different classes within a batch; the batch at data index "
+                f"{int(batch.indices[0])} holds {len(labels)} image(s) of one class (raise --batch-size or "
+                "--chunk-size, or use --limit for a class-stratified subset)"
+            )
+        n = len(labels)
+        columns: dict[str, list[np.ndarray]] = {name: [] for name in ["sample", *self.columns]}
+        for repeat in range(int(self.params["repeats"])):
+            rng = np.random.default_rng([int(self.params["seed"]), repeat, int(batch.indices[0])])
+            partner = draw_partners(labels, rng)
+            high = x[torch.from_numpy(partner).to(x.device)]
+            high_labels = y[torch.from_numpy(partner).to(y.device)]
+            for fmix in self.params["fmix"]:
+                with torch.inference_mode():
+                    logits = model(hybrid_images(x, high, fmix)).float()
+                if not bool(torch.isfinite(logits).all()):
+                    raise RunError(f"the model produced NaN or inf logits on hybrid images (f_mix={fmix})")
+                probs = logits.softmax(dim=1)
+                prediction = probs.argmax(dim=1)
+                values = {
+                    "sample": np.arange(n),
+                    "repeat": np.full(n, repeat, dtype=np.int32),
+                    "fmix": np.full(n, fmix),
+                    "low_label": labels,
+                    "high_label": high_labels.cpu().numpy(),
+                    "high_index": batch.indices[partner],
+                    "prediction": prediction.cpu().numpy().astype(np.int64),
+                    "p_low": probs.gather(1, y[:, None])[:, 0].cpu().numpy(),
+                    "p_high": probs.gather(1, high_labels[:, None])[:, 0].cpu().numpy(),
+                    "pred_low": (prediction == y).cpu().numpy(),
+                    "pred_high": (prediction == high_labels).cpu().numpy(),
+                }
+                for name, value in values.items():
+                    columns[name].append(value)
+        return {name: np.concatenate(parts) for name, parts in columns.items()}
+
+    @classmethod
+    def summarize(cls, rows: pd.DataFrame, metadata: dict[str, Any]) -> dict[str, Any]:
+        done = rows[~rows["skipped"]]
+        grid = np.sort(done["fmix"].unique())
+        repeats = sorted(int(r) for r in done["repeat"].unique())
+        summary: dict[str, Any] = {
+            "samples": int(done["index"].nunique()),
+            "skipped": int(rows["skipped"].sum()),
+            "repeats": len(repeats),
+        }
+        if done.empty:
+            return {**summary, "f_rev": None, "f_rev_note": "no rows"}
+        done = done.assign(d=done["pred_low"].astype(float) - done["pred_high"].astype(float))
+        # per image and f_mix, averaged over repeats: the unit the bootstrap resamples
+        per_image = done.pivot_table(index="index", columns="fmix", values="d", aggfunc="mean")[grid].to_numpy()
+        rng = np.random.default_rng(0)
+        boot = np.concatenate(
+            [
+                per_image[rng.integers(0, len(per_image), (10, len(per_image)))].mean(axis=1)
+                for _ in range(BOOTSTRAP // 10)
+            ]
+        )
+        lo, hi = np.percentile(boot, [2.5, 97.5], axis=0)
+        by_fmix = done.groupby("fmix")
+        curve = [
+            {
+                "fmix": float(f),
+                "D": float(per_image[:, k].mean()),
+                "D_ci95": [float(lo[k]), float(hi[k])],
+                "acc_low": float(by_fmix.get_group(f)["pred_low"].mean()),
+                "acc_high": float(by_fmix.get_group(f)["pred_high"].mean()),
+                "p_low": float(by_fmix.get_group(f)["p_low"].mean()),
+                "p_high": float(by_fmix.get_group(f)["p_high"].mean()),
+            }
+            for k, f in enumerate(grid)
+        ]
+        per_repeat = done.groupby(["repeat", "fmix"])["d"].mean().unstack("fmix")[grid]
+        found: list[float] = []
+        notes: list[str] = []
+        f_rev_per_repeat: list[float | None] = []
+        for repeat in repeats:
+            value, note = reversal_frequency(grid, per_repeat.loc[repeat].to_numpy())
+            f_rev_per_repeat.append(value)
+            if value is None:
+                notes.append(f"repeat {repeat}: {note}")
+            else:
+                found.append(value)
+        summary.update(
+            f_rev=float(np.mean(found)) if found else None,
+            f_rev_std=float(np.std(found)) if found else None,
+            f_rev_per_repeat=f_rev_per_repeat,
+            f_rev_note="; ".join(notes) if notes else None,
+            f_rev_units="normalized frequency (1 = Nyquist, 0.5 cycles/pixel)",
+            curve=curve,
+        )
+        return summary

@@ -1,0 +1,103 @@
+"""``robaudit jacobian``: input-output Jacobian norms of the backbone and the defended model, with a plot."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+
+from . import options as o
+from .audit_commands import run_and_report
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+JACOBIAN = "Jacobian"
+
+
+def plot_profiles(rows: pd.DataFrame, path: Path) -> Path:
+    """Write the mean singular-value profile per model (log y) to ``path``."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
+
+    from ..audits.jacobian import singular_profiles
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for label, profile in singular_profiles(rows).items():
+        ax.plot(range(1, len(profile) + 1), profile, marker="o", label=label)
+    ax.set_yscale("log")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_xlabel("singular value rank")
+    ax.set_ylabel("mean singular value of ∂p/∂x")
+    ax.set_title("Jacobian singular-value profile")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def jacobian_command(
+    model: o.Model,
+    top_k: Annotated[
+        int, typer.Option("--top-k", help="Singular values kept per image.", rich_help_panel=JACOBIAN)
+    ] = 5,
+    method: Annotated[
+        str,
+        typer.Option(
+            "--method",
+            help="auto (exact up to 100 classes), exact (one backward pass per class) or randomized "
+            "(power iteration + Hutchinson probes).",
+            rich_help_panel=JACOBIAN,
+        ),
+    ] = "auto",
+    probes: Annotated[
+        int, typer.Option("--probes", help="Hutchinson probes (randomized method).", rich_help_panel=JACOBIAN)
+    ] = 16,
+    power_iters: Annotated[
+        int,
+        typer.Option("--power-iters", help="Power iterations (randomized method).", rich_help_panel=JACOBIAN),
+    ] = 20,
+    data: o.Data = "digits",
+    pretrained: o.Pretrained = False,
+    weights: o.Weights = None,
+    trust_checkpoint: o.TrustCheckpoint = False,
+    num_classes: o.NumClasses = None,
+    mean: o.Mean = None,
+    std: o.Std = None,
+    input_size: o.InputSize = None,
+    defense: o.Defenses = None,
+    split: o.Split = None,
+    limit: o.Limit = None,
+    indices: o.Indices = None,
+    on_bad_image: o.OnBadImage = "fail",
+    batch_size: o.BatchSize = 16,
+    workers: o.Workers = 0,
+    chunk_size: o.ChunkSize = 256,
+    seed: o.Seed = 0,
+    shard: o.Shard = None,
+    device: o.Device = "auto",
+    out: o.Out = Path("robaudit-report"),
+    resume: o.Resume = False,
+    overwrite: o.Overwrite = False,
+    as_json: o.Json = False,
+) -> None:
+    """Jacobian of softmax probabilities w.r.t. pixels: Frobenius norm, top singular values, predicted-row
+    norm, for the backbone and (with --defense) the defended model; writes OUT/jacobian.png."""
+    from .. import plugins
+    from ..data import parse_shard
+    from ..reports.read import read_report
+    from ..runner import report_path
+    from .output import stderr
+
+    spec = o.run_spec(locals())
+    audit = plugins.audits.get("jacobian")(
+        top_k=top_k, method=method, probes=probes, power_iters=power_iters, seed=seed
+    )
+    run_and_report(audit, spec, out, resume=resume, overwrite=overwrite, as_json=as_json)
+    rows, _ = read_report(report_path(out, "jacobian", parse_shard(shard)))
+    stderr.print(f"plot: {plot_profiles(rows, out / 'jacobian.png')}")
