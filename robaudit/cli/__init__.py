@@ -20,8 +20,10 @@ import typer
 from .. import __version__
 from ..errors import EXIT_INPUT, EXIT_RUNTIME, RobauditError
 from . import audit_commands, cache, demo, listing, pca, report
+from .fourier_map import fourier_map_command
 from .hybrid import hybrid_command
 from .jacobian import jacobian_command
+from .spectrum import spectrum_command
 
 app = typer.Typer(
     name="robaudit",
@@ -74,6 +76,8 @@ app.command("eval")(audit_commands.eval_command)
 app.command("attack")(audit_commands.attack_command)
 app.command("jacobian")(jacobian_command)
 app.command("hybrid")(hybrid_command)
+app.command("fourier-map")(fourier_map_command)
+app.command("spectrum")(spectrum_command)
 app.command("demo")(demo.demo_command)
 app.command("plugins")(listing.plugins_command)
 app.command("models")(listing.models_command)
