@@ -126,20 +126,15 @@ class FourierMapAudit(Audit):
                     "error": float(sel.mean()) if len(sel) else None,
                 }
             )
-        worst = per_freq.loc[per_freq["error"].idxmax()]
+        cells = [
+            {"u": int(u), "v": int(v), "radius": round(float(r), 6), "error": float(e)}
+            for u, v, r, e in zip(per_freq["u"], per_freq["v"], per_freq["radius"], per_freq["error"], strict=True)
+        ]
         summary.update(
             error=float(done["error"].mean()),
             bands=bands,
-            worst={
-                "u": int(worst["u"]),
-                "v": int(worst["v"]),
-                "radius": float(worst["radius"]),
-                "error": float(worst["error"]),
-            },
+            worst=max(cells, key=lambda c: c["error"]),
             radius_units="cycles/pixel",
-            map=[
-                {"u": int(r.u), "v": int(r.v), "radius": round(float(r.radius), 6), "error": float(r.error)}
-                for r in per_freq.itertuples()
-            ],
+            map=cells,
         )
         return summary
