@@ -3,30 +3,31 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from . import options as o
 
+if TYPE_CHECKING:
+    from ..runner import RunSpec
+
 ATTACK = "Attack"
 
 
-def run_and_report(
-    audit: Any, spec: Any, out: Path, *, resume: bool, overwrite: bool, as_json: bool, quiet: bool = False
-) -> dict[str, Any]:
+def run_and_report(audit: Any, spec: Any, report: o.ReportOptions, *, quiet: bool = False) -> dict[str, Any]:
     """Run ``audit`` with a progress bar, then print (unless ``quiet``) the summary derived from the report."""
     from ..reports.read import read_report
     from ..runner import run_audit
     from .output import print_json, print_summary, progress_bar, stderr
 
     with progress_bar(f"{audit.name}") as hook:
-        result = run_audit(audit, spec, out, resume=resume, overwrite=overwrite, progress=hook)
+        result = run_audit(audit, spec, report.out, resume=report.resume, overwrite=report.overwrite, progress=hook)
     rows, meta = read_report(result.path)
     summary = type(audit).summarize(rows, meta)
     if result.chunks_resumed:
         stderr.print(f"resumed: {result.chunks_resumed} of {result.chunks_total} chunks were already done")
-    if as_json and not quiet:
+    if report.as_json and not quiet:
         print_json({"report": str(result.path), "summary": summary})
     elif not quiet:
         defended = " + ".join(spec.defenses)
@@ -36,42 +37,22 @@ def run_and_report(
     return summary
 
 
+@o.audit_command()
 def eval_command(
-    model: o.Model,
-    data: o.Data = "digits",
-    pretrained: o.Pretrained = False,
-    weights: o.Weights = None,
-    trust_checkpoint: o.TrustCheckpoint = False,
-    num_classes: o.NumClasses = None,
-    mean: o.Mean = None,
-    std: o.Std = None,
-    input_size: o.InputSize = None,
-    defense: o.Defenses = None,
-    split: o.Split = None,
-    limit: o.Limit = None,
-    indices: o.Indices = None,
-    on_bad_image: o.OnBadImage = "fail",
-    batch_size: o.BatchSize = 128,
-    workers: o.Workers = 0,
-    chunk_size: o.ChunkSize = 256,
-    seed: o.Seed = 0,
-    shard: o.Shard = None,
-    device: o.Device = "auto",
-    out: o.Out = Path("robaudit-report"),
-    resume: o.Resume = False,
-    overwrite: o.Overwrite = False,
-    as_json: o.Json = False,
+    spec: RunSpec,
+    report: o.ReportOptions,
 ) -> None:
     """Clean accuracy (top-1, top-5) with a row per image: prediction, confidence, correct."""
     from .. import plugins
 
-    spec = o.run_spec(locals())
     audit = plugins.audits.get("eval")()
-    run_and_report(audit, spec, out, resume=resume, overwrite=overwrite, as_json=as_json)
+    run_and_report(audit, spec, report)
 
 
+@o.audit_command(batch_size=64, chunk_size=128)
 def attack_command(
-    model: o.Model,
+    spec: RunSpec,
+    report: o.ReportOptions,
     eps: Annotated[
         str | None,
         typer.Option(
@@ -159,29 +140,6 @@ def attack_command(
             rich_help_panel=ATTACK,
         ),
     ] = None,
-    data: o.Data = "digits",
-    pretrained: o.Pretrained = False,
-    weights: o.Weights = None,
-    trust_checkpoint: o.TrustCheckpoint = False,
-    num_classes: o.NumClasses = None,
-    mean: o.Mean = None,
-    std: o.Std = None,
-    input_size: o.InputSize = None,
-    defense: o.Defenses = None,
-    split: o.Split = None,
-    limit: o.Limit = None,
-    indices: o.Indices = None,
-    on_bad_image: o.OnBadImage = "fail",
-    batch_size: o.BatchSize = 64,
-    workers: o.Workers = 0,
-    chunk_size: o.ChunkSize = 128,
-    seed: o.Seed = 0,
-    shard: o.Shard = None,
-    device: o.Device = "auto",
-    out: o.Out = Path("robaudit-report"),
-    resume: o.Resume = False,
-    overwrite: o.Overwrite = False,
-    as_json: o.Json = False,
 ) -> None:
     """Accuracy under attack: white/gray/black-box threat models, eps sweeps or minimal perturbations,
     targeted or not, with gradient-masking checks."""
@@ -190,10 +148,9 @@ def attack_command(
     from .. import plugins
     from ..models import load_model
 
-    spec = o.run_spec(locals())
     threats = [
         t.strip()
-        for item in (threat or (["white", "gray"] if defense else ["white"]))
+        for item in (threat or (["white", "gray"] if spec.defenses else ["white"]))
         for t in item.split(",")
         if t.strip()
     ]
@@ -201,7 +158,7 @@ def attack_command(
     surrogate_params = None
     if surrogate is not None:
         surrogate_spec = o.model_spec(model=surrogate, weights=surrogate_weights)
-        loaded_surrogate = load_model(surrogate_spec, device)
+        loaded_surrogate = load_model(surrogate_spec, spec.device)
         surrogate_params = {**asdict(surrogate_spec), "fingerprint": loaded_surrogate.fingerprint}
     if amp:
         attack = with_amp(attack)
@@ -215,19 +172,19 @@ def attack_command(
         ensemble=list(ensemble or []),
         checks=checks,
         check_samples=check_samples,
-        seed=seed,
+        seed=spec.seed,
         surrogate=surrogate_params,
         keep_perturbations=save_perturbations is not None,
     )
     audit.attach_surrogate(loaded_surrogate)
-    run_and_report(audit, spec, out, resume=resume, overwrite=overwrite, as_json=as_json)
+    run_and_report(audit, spec, report)
     if save_perturbations is not None:
         from ..audits.attack import export_perturbations
         from ..data import parse_shard
         from ..runner import report_path
         from .output import stderr
 
-        count = export_perturbations(report_path(out, "attack", parse_shard(shard)), save_perturbations)
+        count = export_perturbations(report_path(report.out, "attack", parse_shard(spec.shard)), save_perturbations)
         stderr.print(f"perturbations: {count} written to {save_perturbations}")
 
 

@@ -41,12 +41,11 @@ def demo_command(
     model = ModelSpec("digits_cnn", pretrained=True)
     summaries: dict[str, Any] = {}
     # The demo always starts afresh: its folder is the demo's own output.
+    report = o.ReportOptions(out, resume=False, overwrite=True, as_json=False)
     eval_spec = RunSpec(
         model=model, data=DataSpec("digits", split="test"), chunk_size=128, batch_size=128, device=device
     )
-    summaries["eval"] = run_and_report(
-        plugins.audits.get("eval")(), eval_spec, out, resume=False, overwrite=True, as_json=False, quiet=as_json
-    )
+    summaries["eval"] = run_and_report(plugins.audits.get("eval")(), eval_spec, report, quiet=as_json)
 
     # A key-value cache on the model's penultimate features, tuned on the first half of the test split.
     cache_dir = out / "cache-penultimate"
@@ -65,9 +64,7 @@ def demo_command(
     attack = plugins.audits.get("attack")(
         attack="pgd:steps=10", threats=["white", "gray"], eps=[0.01, 0.02, 0.05], eps_mode="linf"
     )
-    summaries["attack"] = run_and_report(
-        attack, attack_spec, out, resume=False, overwrite=True, as_json=False, quiet=as_json
-    )
+    summaries["attack"] = run_and_report(attack, attack_spec, report, quiet=as_json)
     if as_json:
         print_json({"reports": str(out), "summaries": summaries})
     stderr.print(f"demo reports in {out}/ (inspect with: robaudit report summarize {out}/attack.parquet)")

@@ -3,17 +3,22 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from . import options as o
 
+if TYPE_CHECKING:
+    from ..runner import RunSpec
+
 FOURIER = "Fourier map"
 
 
+@o.audit_command()
 def fourier_map_command(
-    model: o.Model,
+    spec: RunSpec,
+    report: o.ReportOptions,
     norm: Annotated[
         float,
         typer.Option(
@@ -24,29 +29,6 @@ def fourier_map_command(
         int,
         typer.Option("--step", help="Use every s-th u and v (cost falls as 1/s²).", rich_help_panel=FOURIER),
     ] = 1,
-    data: o.Data = "digits",
-    pretrained: o.Pretrained = False,
-    weights: o.Weights = None,
-    trust_checkpoint: o.TrustCheckpoint = False,
-    num_classes: o.NumClasses = None,
-    mean: o.Mean = None,
-    std: o.Std = None,
-    input_size: o.InputSize = None,
-    defense: o.Defenses = None,
-    split: o.Split = None,
-    limit: o.Limit = None,
-    indices: o.Indices = None,
-    on_bad_image: o.OnBadImage = "fail",
-    batch_size: o.BatchSize = 128,
-    workers: o.Workers = 0,
-    chunk_size: o.ChunkSize = 256,
-    seed: o.Seed = 0,
-    shard: o.Shard = None,
-    device: o.Device = "auto",
-    out: o.Out = Path("robaudit-report"),
-    resume: o.Resume = False,
-    overwrite: o.Overwrite = False,
-    as_json: o.Json = False,
 ) -> None:
     """Fourier heat map: the error rate when every image is perturbed along one Fourier basis image, per
     frequency (u, v), with a heat map of it."""
@@ -54,10 +36,9 @@ def fourier_map_command(
     from .audit_commands import run_and_report
     from .output import stderr
 
-    spec = o.run_spec(locals())
-    audit = plugins.audits.get("fourier-map")(norm=norm, step=step, seed=seed)
-    summary = run_and_report(audit, spec, out, resume=resume, overwrite=overwrite, as_json=as_json)
-    stderr.print(f"plot: {plot_fourier_map(summary, out / 'fourier-map.png')}")
+    audit = plugins.audits.get("fourier-map")(norm=norm, step=step, seed=spec.seed)
+    summary = run_and_report(audit, spec, report)
+    stderr.print(f"plot: {plot_fourier_map(summary, report.out / 'fourier-map.png')}")
 
 
 def plot_fourier_map(summary: dict[str, Any], path: Path) -> Path:

@@ -3,17 +3,22 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from . import options as o
 
+if TYPE_CHECKING:
+    from ..runner import RunSpec
+
 HYBRID = "Hybrid"
 
 
+@o.audit_command()
 def hybrid_command(
-    model: o.Model,
+    spec: RunSpec,
+    report: o.ReportOptions,
     fmix: Annotated[
         str | None,
         typer.Option(
@@ -26,29 +31,6 @@ def hybrid_command(
     repeats: Annotated[
         int, typer.Option("--repeats", help="Independent random pairings (f_rev: mean ± std).", rich_help_panel=HYBRID)
     ] = 1,
-    data: o.Data = "digits",
-    pretrained: o.Pretrained = False,
-    weights: o.Weights = None,
-    trust_checkpoint: o.TrustCheckpoint = False,
-    num_classes: o.NumClasses = None,
-    mean: o.Mean = None,
-    std: o.Std = None,
-    input_size: o.InputSize = None,
-    defense: o.Defenses = None,
-    split: o.Split = None,
-    limit: o.Limit = None,
-    indices: o.Indices = None,
-    on_bad_image: o.OnBadImage = "fail",
-    batch_size: o.BatchSize = 128,
-    workers: o.Workers = 0,
-    chunk_size: o.ChunkSize = 256,
-    seed: o.Seed = 0,
-    shard: o.Shard = None,
-    device: o.Device = "auto",
-    out: o.Out = Path("robaudit-report"),
-    resume: o.Resume = False,
-    overwrite: o.Overwrite = False,
-    as_json: o.Json = False,
 ) -> None:
     """Hybrid images (low frequencies of one image, high of another class's): where the model's decision
     reverses from the high image to the low one (f_rev), with a plot of D(f_mix)."""
@@ -56,11 +38,10 @@ def hybrid_command(
     from .audit_commands import run_and_report
     from .output import stderr
 
-    spec = o.run_spec(locals())
     grid = o.floats(fmix, "--fmix")
-    audit = plugins.audits.get("hybrid")(fmix=list(grid) if grid else None, repeats=repeats, seed=seed)
-    summary = run_and_report(audit, spec, out, resume=resume, overwrite=overwrite, as_json=as_json)
-    stderr.print(f"plot: {plot_hybrid(summary, out / 'hybrid.png')}")
+    audit = plugins.audits.get("hybrid")(fmix=list(grid) if grid else None, repeats=repeats, seed=spec.seed)
+    summary = run_and_report(audit, spec, report)
+    stderr.print(f"plot: {plot_hybrid(summary, report.out / 'hybrid.png')}")
 
 
 def plot_hybrid(summary: dict[str, Any], path: Path) -> Path:

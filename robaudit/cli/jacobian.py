@@ -13,6 +13,8 @@ from .audit_commands import run_and_report
 if TYPE_CHECKING:
     import pandas as pd
 
+    from ..runner import RunSpec
+
 JACOBIAN = "Jacobian"
 
 
@@ -41,8 +43,10 @@ def plot_profiles(rows: pd.DataFrame, path: Path) -> Path:
     return path
 
 
+@o.audit_command(batch_size=16)
 def jacobian_command(
-    model: o.Model,
+    spec: RunSpec,
+    report: o.ReportOptions,
     top_k: Annotated[
         int, typer.Option("--top-k", help="Singular values kept per image.", rich_help_panel=JACOBIAN)
     ] = 5,
@@ -62,29 +66,6 @@ def jacobian_command(
         int,
         typer.Option("--power-iters", help="Power iterations (randomized method).", rich_help_panel=JACOBIAN),
     ] = 20,
-    data: o.Data = "digits",
-    pretrained: o.Pretrained = False,
-    weights: o.Weights = None,
-    trust_checkpoint: o.TrustCheckpoint = False,
-    num_classes: o.NumClasses = None,
-    mean: o.Mean = None,
-    std: o.Std = None,
-    input_size: o.InputSize = None,
-    defense: o.Defenses = None,
-    split: o.Split = None,
-    limit: o.Limit = None,
-    indices: o.Indices = None,
-    on_bad_image: o.OnBadImage = "fail",
-    batch_size: o.BatchSize = 16,
-    workers: o.Workers = 0,
-    chunk_size: o.ChunkSize = 256,
-    seed: o.Seed = 0,
-    shard: o.Shard = None,
-    device: o.Device = "auto",
-    out: o.Out = Path("robaudit-report"),
-    resume: o.Resume = False,
-    overwrite: o.Overwrite = False,
-    as_json: o.Json = False,
 ) -> None:
     """Jacobian of softmax probabilities w.r.t. pixels: Frobenius norm, top singular values, predicted-row
     norm, for the backbone and (with --defense) the defended model; writes OUT/jacobian.png."""
@@ -94,10 +75,9 @@ def jacobian_command(
     from ..runner import report_path
     from .output import stderr
 
-    spec = o.run_spec(locals())
     audit = plugins.audits.get("jacobian")(
-        top_k=top_k, method=method, probes=probes, power_iters=power_iters, seed=seed
+        top_k=top_k, method=method, probes=probes, power_iters=power_iters, seed=spec.seed
     )
-    run_and_report(audit, spec, out, resume=resume, overwrite=overwrite, as_json=as_json)
-    rows, _ = read_report(report_path(out, "jacobian", parse_shard(shard)))
-    stderr.print(f"plot: {plot_profiles(rows, out / 'jacobian.png')}")
+    run_and_report(audit, spec, report)
+    rows, _ = read_report(report_path(report.out, "jacobian", parse_shard(spec.shard)))
+    stderr.print(f"plot: {plot_profiles(rows, report.out / 'jacobian.png')}")

@@ -6,6 +6,10 @@ way with the same help. Nothing heavy is imported: this module is loaded for ``r
 
 from __future__ import annotations
 
+import functools
+import inspect
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -230,3 +234,79 @@ def grid(text: str, option: str) -> list[float]:
         return [float(v) for v in text.split(",")]
     except ValueError:
         raise InputError(f"{option} takes START:STOP:COUNT or comma-separated numbers, got {text!r}") from None
+
+
+def _shared_options(
+    model: Model,
+    data: Data = "digits",
+    pretrained: Pretrained = False,
+    weights: Weights = None,
+    trust_checkpoint: TrustCheckpoint = False,
+    num_classes: NumClasses = None,
+    mean: Mean = None,
+    std: Std = None,
+    input_size: InputSize = None,
+    defense: Defenses = None,
+    split: Split = None,
+    limit: Limit = None,
+    indices: Indices = None,
+    on_bad_image: OnBadImage = "fail",
+    batch_size: BatchSize = 128,
+    workers: Workers = 0,
+    chunk_size: ChunkSize = 256,
+    seed: Seed = 0,
+    shard: Shard = None,
+    device: Device = "auto",
+    out: Out = Path("robaudit-report"),
+    resume: Resume = False,
+    overwrite: Overwrite = False,
+    as_json: Json = False,
+) -> None:
+    """The options every audit command shares (a template read by :func:`audit_command`)."""
+
+
+@dataclass(frozen=True)
+class ReportOptions:
+    """Where an audit command writes its report and how it treats an existing one."""
+
+    out: Path
+    resume: bool
+    overwrite: bool
+    as_json: bool
+
+
+def audit_command(*, batch_size: int = 128, chunk_size: int = 256) -> Callable[[Callable[..., None]], Any]:
+    """Give an audit command the shared options without repeating them.
+
+    The decorated function declares only its own options plus ``spec`` (the :class:`RunSpec` built from the
+    shared model, data and run options) and ``report`` (:class:`ReportOptions`); the command typer sees has
+    ``--model`` first, then the command's own options, then the shared ones (Typer has no option groups that
+    could be reused across commands, so the signature is assembled here).
+    """
+
+    def decorate(command: Callable[..., None]) -> Callable[..., None]:
+        shared = inspect.signature(_shared_options, eval_str=True).parameters
+        # only the command's own options are evaluated: ``spec: RunSpec`` names a type imported for checking only
+        own = [
+            p.replace(
+                annotation=eval(p.annotation, command.__globals__) if isinstance(p.annotation, str) else p.annotation
+            )
+            for name, p in inspect.signature(command).parameters.items()
+            if name not in ("spec", "report")
+        ]
+        defaults = {"batch_size": batch_size, "chunk_size": chunk_size}
+        rest = [p.replace(default=defaults.get(name, p.default)) for name, p in shared.items() if name != "model"]
+
+        @functools.wraps(command)
+        def wrapper(**values: Any) -> None:
+            options = {name: values.pop(name) for name in shared}
+            report = ReportOptions(options["out"], options["resume"], options["overwrite"], options["as_json"])
+            command(spec=run_spec(options), report=report, **values)
+
+        parameters = [shared["model"], *own, *rest]
+        wrapper.__signature__ = inspect.Signature(parameters)  # type: ignore[attr-defined]
+        wrapper.__annotations__ = {p.name: p.annotation for p in parameters}
+        del wrapper.__wrapped__  # typer must read the assembled signature, not the command's own
+        return wrapper
+
+    return decorate
