@@ -21,6 +21,7 @@ import pyarrow as pa
 from .audits.base import Audit, AuditBatch
 from .data import (
     Chunk,
+    Dataset,
     DataSpec,
     LoadedBatch,
     iter_batches,
@@ -107,7 +108,7 @@ def _chunk_table(
 
 
 def _audit_rows(
-    audit: Audit, model: LoadedModel, chunk: Chunk, batch: LoadedBatch, dataset_labels: np.ndarray
+    audit: Audit, model: LoadedModel, chunk: Chunk, batch: LoadedBatch, dataset: Dataset
 ) -> dict[str, np.ndarray]:
     import torch
 
@@ -116,8 +117,13 @@ def _audit_rows(
         raise InputError(f"input images contain NaN or inf (data indices {batch.indices[:5].tolist()}...)")
     if images.numel() and (float(images.min()) < 0 or float(images.max()) > 1):
         raise InputError("input pixels must lie in [0, 1]; the data source produced values outside")
-    labels = dataset_labels[batch.indices]
-    audit_batch = AuditBatch(batch.indices, images.to(model.device), torch.from_numpy(labels).to(model.device))
+    labels = dataset.labels[batch.indices]
+    audit_batch = AuditBatch(
+        batch.indices,
+        images.to(model.device),
+        torch.from_numpy(labels).to(model.device),
+        dataset.sample_info(batch.indices),
+    )
     rows = audit.run_batch(model, audit_batch)
     defense = rows.pop("defense", None)
     sample = rows.pop("sample", np.arange(len(batch.indices)))
@@ -202,7 +208,7 @@ def run_audit(
             )
         failures += batch.failures
         if len(batch.indices):
-            parts.append(_audit_rows(audit, model, chunk, batch, dataset.labels))
+            parts.append(_audit_rows(audit, model, chunk, batch, dataset))
         processed += len(batch.indices) + len(batch.failures)
         if progress is not None:
             progress(processed, total)

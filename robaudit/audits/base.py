@@ -12,7 +12,7 @@ an undefended one; an audit that judges several models per row returns its own `
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
@@ -36,11 +36,13 @@ BASE_COLUMNS: dict[str, pa.DataType] = {
 
 @dataclass
 class AuditBatch:
-    """A batch on the model's device: dataset ``indices`` (numpy), ``images`` in [0, 1], ``labels``."""
+    """A batch on the model's device: dataset ``indices`` (numpy), ``images`` in [0, 1], ``labels``, and the
+    data source's per-sample attributes (``Dataset.sample_info``), if it has any."""
 
     indices: np.ndarray
     images: torch.Tensor
     labels: torch.Tensor
+    info: dict[str, np.ndarray] = field(default_factory=dict)
 
 
 class Audit(ABC):

@@ -69,6 +69,11 @@ class Dataset(ABC):
     def fingerprint(self) -> str:
         """A hash of what the data is (file list and sizes, or array bytes), recorded in reports."""
 
+    def sample_info(self, indices: np.ndarray) -> dict[str, np.ndarray]:
+        """Per-sample attributes beyond the label that audits may use (e.g. a pre-rendered corruption's
+        name and severity), one array per attribute; none by default."""
+        return {}
+
 
 class ArrayDataset(Dataset):
     """Images held in memory as uint8 NHWC (digits, npz, cifar10)."""

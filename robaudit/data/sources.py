@@ -152,45 +152,8 @@ class ImageFolder(Dataset):
         self.interpolation = interpolation
         self.description = f"imagefolder:{root} ({len(files)} images, {len(classes)} classes, {size}x{size})"
 
-    def _read(self, path: str) -> np.ndarray:
-        from PIL import Image
-
-        modes = {
-            "bilinear": Image.Resampling.BILINEAR,
-            "bicubic": Image.Resampling.BICUBIC,
-            "nearest": Image.Resampling.NEAREST,
-            "lanczos": Image.Resampling.LANCZOS,
-        }
-        with Image.open(path) as opened:
-            img = opened.convert("RGB")
-            w, h = img.size
-            scale = self.resize / min(w, h)
-            if (w, h) != (self.size, self.size) or self.resize != self.size:
-                img = img.resize(
-                    (max(self.size, round(w * scale)), max(self.size, round(h * scale))),
-                    modes.get(self.interpolation, Image.Resampling.BILINEAR),
-                )
-            w, h = img.size
-            left, top = (w - self.size) // 2, (h - self.size) // 2
-            img = img.crop((left, top, left + self.size, top + self.size))
-            return np.asarray(img, dtype=np.uint8)
-
     def load(self, indices: np.ndarray) -> LoadedBatch:
-        import torch
-
-        ok, arrays, failures = [], [], []
-        for i in indices:
-            try:
-                arrays.append(self._read(self.files[i]))
-                ok.append(i)
-            except Exception as exc:  # PIL raises OSError, SyntaxError, ValueError... for broken files
-                failures.append((int(i), f"{self.files[i]}: {type(exc).__name__}: {exc}"))
-        images = (
-            torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).float() / 255.0
-            if arrays
-            else torch.empty(0, 3, self.size, self.size)
-        )
-        return LoadedBatch(np.array(ok, dtype=np.int64), images.contiguous(), failures)
+        return load_image_files(self.files, indices, self.size, self.resize, self.interpolation)
 
     def fingerprint(self) -> str:
         digest = hashlib.sha256()
@@ -198,6 +161,50 @@ class ImageFolder(Dataset):
             digest.update(f"{os.path.relpath(path, self.root)}\t{label}\t{os.path.getsize(path)}\n".encode())
         digest.update(f"{self.size}/{self.resize}/{self.interpolation}".encode())
         return digest.hexdigest()
+
+
+def read_square(path: str, size: int, resize: int, interpolation: str) -> np.ndarray:
+    """One image file as uint8 ``(size, size, 3)``: shorter side resized to ``resize``, centre ``size`` crop."""
+    from PIL import Image
+
+    modes = {
+        "bilinear": Image.Resampling.BILINEAR,
+        "bicubic": Image.Resampling.BICUBIC,
+        "nearest": Image.Resampling.NEAREST,
+        "lanczos": Image.Resampling.LANCZOS,
+    }
+    with Image.open(path) as opened:
+        img = opened.convert("RGB")
+        w, h = img.size
+        scale = resize / min(w, h)
+        if (w, h) != (size, size) or resize != size:
+            img = img.resize(
+                (max(size, round(w * scale)), max(size, round(h * scale))),
+                modes.get(interpolation, Image.Resampling.BILINEAR),
+            )
+        w, h = img.size
+        left, top = (w - size) // 2, (h - size) // 2
+        img = img.crop((left, top, left + size, top + size))
+        return np.asarray(img, dtype=np.uint8)
+
+
+def load_image_files(files: list[str], indices: np.ndarray, size: int, resize: int, interpolation: str) -> LoadedBatch:
+    """The images ``files[i]`` for ``i`` in ``indices`` as a batch; files that fail to decode become failures."""
+    import torch
+
+    ok, arrays, failures = [], [], []
+    for i in indices:
+        try:
+            arrays.append(read_square(files[i], size, resize, interpolation))
+            ok.append(i)
+        except Exception as exc:  # PIL raises OSError, SyntaxError, ValueError... for broken files
+            failures.append((int(i), f"{files[i]}: {type(exc).__name__}: {exc}"))
+    images = (
+        torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).float() / 255.0
+        if arrays
+        else torch.empty(0, 3, size, size)
+    )
+    return LoadedBatch(np.array(ok, dtype=np.int64), images.contiguous(), failures)
 
 
 def imagefolder(
