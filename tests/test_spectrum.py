@@ -118,3 +118,64 @@ def test_cli_bad_input(cli, tmp_path: Path) -> None:
     result = cli("spectrum", "-p", wide)
     assert result.code == 2
     assert "square" in result.err
+
+
+def test_cli_computes_minimal_perturbations_for_a_model(cli, tiny_models: Path, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    out = tmp_path / "s"
+    result = cli(
+        "spectrum",
+        "-m",
+        f"{tiny_models}:tiny",
+        "-d",
+        "digits",
+        "--limit",
+        "6",
+        "-a",
+        "ddn:steps=20",
+        "-o",
+        out,
+        "--json",
+    )
+    assert result.code == 0, result.err
+    summary = json.loads(result.out)
+    assert summary["threat"] == "white" and 0 < summary["images"] <= 6
+    assert (out / "attack.parquet").is_file() and (out / "perturbations.npz").is_file()
+    assert (out / "spectrum.png").stat().st_size > 0
+    # a file of 32x32 perturbations does not fit a model of another input size
+    wrong = cli(
+        "spectrum", "-p", out / "perturbations.npz", "-m", f"{tiny_models}:tiny", "--input-size", "3,64,64", "-o", out
+    )
+    assert wrong.code == 2 and "takes" in wrong.err
+
+
+def test_cli_spectra_of_corruptions_place_noise_above_fog(cli, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    out = tmp_path / "c"
+    result = cli(
+        "spectrum",
+        "--of",
+        "corruptions",
+        "-d",
+        "digits",
+        "--limit",
+        "16",
+        "-c",
+        "gaussian_noise,fog",
+        "--severities",
+        "3",
+        "-o",
+        out,
+        "--json",
+    )
+    assert result.code == 0, result.err
+    summary = json.loads(result.out)
+    by_name = {r["corruption"]: r["f_half_of_mean"] for r in summary["corruptions"]}
+    assert by_name["fog"] < 0.1 < by_name["gaussian_noise"]
+    assert summary["by_band"]["low"] < summary["by_band"]["high"]
+    table = pq.read_table(out / "corruption_spectrum.parquet")
+    assert table.num_rows == 2 and json.loads(table.schema.metadata[METADATA_KEY])["kind"] == "corruption-spectrum"
+
+
+def test_cli_spectrum_modes_bad_input(cli, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    assert cli("spectrum", "--of", "colours", "-o", tmp_path).code == 2
+    result = cli("spectrum", "-o", tmp_path)
+    assert result.code == 2 and "--perturbations" in result.err

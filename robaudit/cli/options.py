@@ -18,6 +18,7 @@ import typer
 from ..errors import InputError
 
 if TYPE_CHECKING:
+    from ..data import DataSpec
     from ..models import ModelSpec
     from ..runner import RunSpec
 
@@ -75,7 +76,8 @@ Data = Annotated[
     typer.Option(
         "--data",
         "-d",
-        help="digits (embedded), cifar10[:ROOT], imagefolder:PATH, npz:PATH, or a plugin's source.",
+        help="digits (embedded), cifar10[:ROOT], imagefolder:PATH, npz:PATH, imagenet-c:ROOT, cifar10-c:ROOT, "
+        "or a plugin's source.",
         rich_help_panel=DATA,
     ),
 ]
@@ -174,9 +176,21 @@ def model_spec(
     )
 
 
+def data_spec(options: dict[str, Any]) -> DataSpec:
+    """The DataSpec of a command's shared data options."""
+    from ..data import DataSpec
+
+    return DataSpec(
+        source=options["data"],
+        split=options["split"],
+        limit=options["limit"],
+        on_bad_image=options["on_bad_image"],
+        indices=options["indices"],
+    )
+
+
 def run_spec(options: dict[str, Any]) -> RunSpec:
     """The RunSpec of a command's shared model, data and run options, taken from its parameters by name."""
-    from ..data import DataSpec
     from ..runner import RunSpec
 
     return RunSpec(
@@ -190,13 +204,7 @@ def run_spec(options: dict[str, Any]) -> RunSpec:
             std=options["std"],
             input_size=options["input_size"],
         ),
-        data=DataSpec(
-            source=options["data"],
-            split=options["split"],
-            limit=options["limit"],
-            on_bad_image=options["on_bad_image"],
-            indices=options["indices"],
-        ),
+        data=data_spec(options),
         defenses=tuple(options["defense"] or ()),
         seed=options["seed"],
         chunk_size=options["chunk_size"],
@@ -275,13 +283,17 @@ class ReportOptions:
     as_json: bool
 
 
-def audit_command(*, batch_size: int = 128, chunk_size: int = 256) -> Callable[[Callable[..., None]], Any]:
+def audit_command(
+    *, batch_size: int = 128, chunk_size: int = 256, model_required: bool = True
+) -> Callable[[Callable[..., None]], Any]:
     """Give an audit command the shared options without repeating them.
 
     The decorated function declares only its own options plus ``spec`` (the :class:`RunSpec` built from the
     shared model, data and run options) and ``report`` (:class:`ReportOptions`); the command typer sees has
     ``--model`` first, then the command's own options, then the shared ones (Typer has no option groups that
-    could be reused across commands, so the signature is assembled here).
+    could be reused across commands, so the signature is assembled here). With ``model_required=False``
+    ``--model`` may be left out, ``spec`` is then None, and a command that declares ``data_spec`` receives
+    the :class:`~robaudit.data.DataSpec` of the data options either way.
     """
 
     def decorate(command: Callable[..., None]) -> Callable[..., None]:
@@ -292,8 +304,9 @@ def audit_command(*, batch_size: int = 128, chunk_size: int = 256) -> Callable[[
                 annotation=eval(p.annotation, command.__globals__) if isinstance(p.annotation, str) else p.annotation
             )
             for name, p in inspect.signature(command).parameters.items()
-            if name not in ("spec", "report")
+            if name not in ("spec", "report", "data_spec")
         ]
+        wants_data = "data_spec" in inspect.signature(command).parameters
         defaults = {"batch_size": batch_size, "chunk_size": chunk_size}
         rest = [p.replace(default=defaults.get(name, p.default)) for name, p in shared.items() if name != "model"]
 
@@ -301,9 +314,15 @@ def audit_command(*, batch_size: int = 128, chunk_size: int = 256) -> Callable[[
         def wrapper(**values: Any) -> None:
             options = {name: values.pop(name) for name in shared}
             report = ReportOptions(options["out"], options["resume"], options["overwrite"], options["as_json"])
-            command(spec=run_spec(options), report=report, **values)
+            spec = run_spec(options) if options["model"] is not None else None
+            if wants_data:
+                values["data_spec"] = data_spec(options)
+            command(spec=spec, report=report, **values)
 
-        parameters = [shared["model"], *own, *rest]
+        model = shared["model"]
+        if not model_required:
+            model = model.replace(annotation=Annotated[str | None, model.annotation.__metadata__[0]], default=None)
+        parameters = [model, *own, *rest]
         wrapper.__signature__ = inspect.Signature(parameters)  # type: ignore[attr-defined]
         wrapper.__annotations__ = {p.name: p.annotation for p in parameters}
         del wrapper.__wrapped__  # typer must read the assembled signature, not the command's own

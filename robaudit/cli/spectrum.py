@@ -13,6 +13,11 @@ from . import options as o
 if TYPE_CHECKING:
     import numpy as np
 
+    from ..data import DataSpec
+    from ..runner import RunSpec
+
+SPECTRUM = "Spectrum"
+
 REQUIRED = ("delta", "index", "label", "threat", "eps", "success")
 
 
@@ -130,24 +135,143 @@ def _finite(value: float) -> float | None:
     return float(value) if np.isfinite(value) else None
 
 
+@o.audit_command(batch_size=64, chunk_size=128, model_required=False)
 def spectrum_command(
+    spec: RunSpec | None,
+    report: o.ReportOptions,
+    data_spec: DataSpec,
     perturbations: Annotated[
-        Path, typer.Option("--perturbations", "-p", help="An .npz written by robaudit attack --save-perturbations.")
-    ],
+        Path | None,
+        typer.Option(
+            "--perturbations",
+            "-p",
+            help="An .npz written by robaudit attack --save-perturbations (no --model needed).",
+            rich_help_panel=SPECTRUM,
+        ),
+    ] = None,
+    of: Annotated[
+        str,
+        typer.Option(
+            "--of",
+            help="perturbations (adversarial; from --perturbations, or computed for --model) or corruptions "
+            "(the difference images of each corruption; no model needed).",
+            rich_help_panel=SPECTRUM,
+        ),
+    ] = "perturbations",
+    attack: Annotated[
+        str,
+        typer.Option(
+            "--attack", "-a", help="Minimization attack when computing perturbations.", rich_help_panel=SPECTRUM
+        ),
+    ] = "ddn",
+    ensemble: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--ensemble", help="More minimization attacks; the smallest per image is kept.", rich_help_panel=SPECTRUM
+        ),
+    ] = None,
+    norm: Annotated[
+        str,
+        typer.Option(
+            "--norm", help="Norm the minimal perturbations are measured in: l2 or linf.", rich_help_panel=SPECTRUM
+        ),
+    ] = "l2",
+    targeted: Annotated[
+        bool, typer.Option("--targeted", help="Aim each attack at a random other class.", rich_help_panel=SPECTRUM)
+    ] = False,
     threat: Annotated[
-        str | None, typer.Option("--threat", help="Use only this threat (required if the file holds several).")
+        str | None,
+        typer.Option(
+            "--threat", help="Use only this threat (required if the file holds several).", rich_help_panel=SPECTRUM
+        ),
     ] = None,
     eps: Annotated[
-        str | None, typer.Option("--eps", help="Use only this budget, e.g. 0.5 or 8/255 (if the file holds several).")
+        str | None,
+        typer.Option(
+            "--eps",
+            help="Use only this budget, e.g. 0.5 or 8/255 (if the file holds several).",
+            rich_help_panel=SPECTRUM,
+        ),
     ] = None,
-    everything: Annotated[bool, typer.Option("--all", help="Include perturbations of failed attacks.")] = False,
-    grid: Annotated[int, typer.Option("--grid", help="Radii of the cumulative-power grid (0 to max radius).")] = 25,
-    out: Annotated[
-        Path | None, typer.Option("--out", "-o", help="Output folder (default: <file stem>-spectrum next to it).")
-    ] = None,
-    json: o.Json = False,
+    everything: Annotated[
+        bool, typer.Option("--all", help="Include perturbations of failed attacks.", rich_help_panel=SPECTRUM)
+    ] = False,
+    corruptions: Annotated[
+        str, typer.Option("--corruptions", "-c", help="With --of corruptions: which ones.", rich_help_panel=SPECTRUM)
+    ] = "common",
+    severities: Annotated[
+        str, typer.Option("--severities", help="With --of corruptions: severities.", rich_help_panel=SPECTRUM)
+    ] = "3",
+    params: Annotated[
+        str, typer.Option("--params", help="With --of corruptions: auto, imagenet or cifar.", rich_help_panel=SPECTRUM)
+    ] = "auto",
+    grid: Annotated[
+        int,
+        typer.Option("--grid", help="Radii of the cumulative-power grid (0 to max radius).", rich_help_panel=SPECTRUM),
+    ] = 25,
 ) -> None:
-    """Power spectrum of saved perturbations and their median radial frequency f0.5 (cycles/pixel)."""
+    """Power spectrum and median radial frequency f0.5 (cycles/pixel) of minimal adversarial perturbations
+    (saved by robaudit attack, or computed here for --model) or of each corruption's difference image."""
+    if of == "corruptions":
+        corruption_spectra(spec, data_spec, report, corruptions, severities, params, grid)
+        return
+    if of != "perturbations":
+        raise InputError(f"--of takes perturbations or corruptions, got {of!r}")
+    if perturbations is None:
+        if spec is None:
+            raise InputError(
+                "give --perturbations FILE (from robaudit attack --save-perturbations), or --model to compute them"
+            )
+        perturbations = minimal_perturbations(spec, report, attack, list(ensemble or []), norm, targeted)
+        threat = threat or "white"
+    elif spec is not None:
+        _check_size(perturbations, spec)
+    perturbation_spectrum(perturbations, threat, eps, everything, grid, report)
+
+
+def minimal_perturbations(
+    spec: RunSpec, report: o.ReportOptions, attack: str, ensemble: list[str], norm: str, targeted: bool
+) -> Path:
+    """Run the attack audit in minimal mode (resumable, into the report folder) and export its perturbations."""
+    from .. import plugins
+    from ..audits.attack import export_perturbations
+    from ..data import parse_shard
+    from ..runner import report_path
+    from .audit_commands import run_and_report
+
+    if norm not in ("l2", "linf"):
+        raise InputError(f"--norm takes l2 or linf, got {norm!r}")
+    audit = plugins.audits.get("attack")(
+        attack=attack,
+        threats=["white"],
+        eps=None,
+        eps_mode=norm,
+        targeted=targeted,
+        minimal=True,
+        ensemble=ensemble,
+        checks=False,
+        seed=spec.seed,
+        keep_perturbations=True,
+    )
+    run_and_report(audit, spec, report, quiet=True)
+    path = report.out / "perturbations.npz"
+    export_perturbations(report_path(report.out, "attack", parse_shard(spec.shard)), path)
+    return path
+
+
+def _check_size(path: Path, spec: RunSpec) -> None:
+    """A perturbation file must match the images the named model takes."""
+    from ..models import load_model
+
+    shape = load_perturbations(path)["delta"].shape[1:]
+    size = load_model(spec.model, "cpu").preprocessing.input_size
+    if tuple(shape) != tuple(size):
+        raise InputError(f"{path} holds {tuple(shape)} perturbations but {spec.model.name} takes {tuple(size)} images")
+
+
+def perturbation_spectrum(
+    perturbations: Path, threat: str | None, eps: str | None, everything: bool, grid: int, report: o.ReportOptions
+) -> None:
     import numpy as np
 
     from ..spectrum import UNITS, spectrum_of
@@ -173,7 +297,7 @@ def spectrum_command(
         "grid_points": grid,
         "units": UNITS,
     }
-    folder = out or perturbations.with_name(perturbations.stem + "-spectrum")
+    folder = report.out
     folder.mkdir(parents=True, exist_ok=True)
     meta = {
         "kind": "spectrum",
@@ -184,8 +308,87 @@ def spectrum_command(
     }
     table = write_table(kept, per_image, meta, folder / "spectrum.parquet")
     figure = plot_spectrum(result, folder / "spectrum.png")
-    if json:
+    if report.as_json:
         print_json(summary)
     else:
         print_summary("Perturbation spectrum (f0.5 in cycles/pixel)", summary)
     stderr.print(f"table: {table}\nplot: {figure}")
+
+
+def corruption_spectra(
+    spec: RunSpec | None,
+    data: DataSpec,
+    report: o.ReportOptions,
+    corruptions: str,
+    severities: str,
+    params: str,
+    grid: int,
+) -> None:
+    """f0.5 of the difference image (corrupted − clean) of every corruption and severity, over the data."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from .. import corruptions as catalog
+    from ..data import load_dataset, select_samples
+    from ..models import Preprocessing, load_model
+    from ..reports.writer import METADATA_KEY, canonical_json
+    from ..spectrum import UNITS, difference_spectra
+    from .output import print_json, print_summary, progress_bar, stderr
+
+    names = catalog.resolve_names(corruptions)
+    chosen = catalog.parse_severities(severities)
+    seed = spec.seed if spec else 0
+    preprocessing = load_model(spec.model, "cpu").preprocessing if spec else Preprocessing()
+    dataset = load_dataset(data, preprocessing)
+    indices = select_samples(dataset.labels, data, seed)
+    batch = dataset.load(indices)
+    if batch.failures:
+        raise InputError(f"cannot decode image {batch.failures[0][0]}: {batch.failures[0][1]}")
+    with progress_bar("corruption spectra") as hook:
+        rows = difference_spectra(batch.images, names, chosen, params, seed, grid, progress=hook)
+    summary = {
+        "images": len(batch.indices),
+        "units": UNITS,
+        "by_band": {
+            band: float(sum(r["f_half_of_mean"] for r in rows if r["band"] == band) / n)
+            for band in catalog.BANDS
+            if (n := sum(1 for r in rows if r["band"] == band))
+        },
+        "corruptions": [{k: v for k, v in r.items() if k != "cumulative"} for r in rows],
+    }
+    folder = report.out
+    folder.mkdir(parents=True, exist_ok=True)
+    table = pa.Table.from_pylist([{k: v for k, v in r.items() if k != "cumulative"} for r in rows])
+    meta = {"kind": "corruption-spectrum", "data": dataset.description, "summary": summary, "grid_points": grid}
+    path = folder / "corruption_spectrum.parquet"
+    pq.write_table(table.replace_schema_metadata({METADATA_KEY: canonical_json(meta).encode()}), path)
+    figure = plot_corruption_spectra(rows, folder / "corruption_spectrum.png")
+    if report.as_json:
+        print_json(summary)
+    else:
+        print_summary(f"Spectra of corruption difference images on {dataset.description}", summary)
+    stderr.print(f"table: {path}\nplot: {figure}")
+
+
+def plot_corruption_spectra(rows: list[dict[str, Any]], path: Path) -> Path:
+    """Radial cumulative power of each corruption's difference image, coloured by frequency band."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    colours = {"low": "tab:blue", "mid": "tab:green", "high": "tab:red"}
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for row in rows:
+        grid, curve = row["cumulative"]
+        label = f"{row['corruption']} s{row['severity']} (f0.5 {row['f_half_of_mean']:.3f})"
+        ax.plot(grid, curve, color=colours.get(row["band"], "grey"), lw=1, label=label)
+    ax.axhline(0.5, color="grey", lw=0.8, ls="--")
+    ax.set_xlabel("radius (cycles/pixel; Nyquist 0.5)")
+    ax.set_ylabel("cumulative power fraction")
+    ax.set_title("Difference-image spectra (blue low, green mid, red high band)")
+    ax.legend(fontsize=6, ncol=2)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
