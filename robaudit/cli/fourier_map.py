@@ -43,38 +43,6 @@ def fourier_map_command(
 
 def plot_fourier_map(summary: dict[str, Any], path: Path) -> Path:
     """Heat map of the error rate over (u, v), DC in the centre, the half plane mirrored to the full one."""
-    import matplotlib
+    from ..reports.figures import fourier_map_figure, save_png
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    import numpy as np
-
-    cells = {(c["u"], c["v"]): c["error"] for c in summary["map"]}
-    cells.update({(-u, -v): e for (u, v), e in list(cells.items())})
-    # a Nyquist index (-n/2, n even) is its own alias at +n/2: show it on both edges
-    for axis in (0, 1):
-        low = min(key[axis] for key in cells)
-        if low < 0 and -low not in {c["uv"[axis]] for c in summary["map"]}:
-            for key, e in list(cells.items()):
-                if key[axis] == low:
-                    cells[(-low, key[1]) if axis == 0 else (key[0], -low)] = e
-    cells.update({(-u, -v): e for (u, v), e in list(cells.items())})
-    us = sorted({u for u, _ in cells})
-    vs = sorted({v for _, v in cells})
-    grid = np.full((len(us), len(vs)), np.nan)
-    for (u, v), e in cells.items():
-        grid[us.index(u), vs.index(v)] = e
-    fig, ax = plt.subplots(figsize=(5.5, 4.5))
-    image = ax.imshow(np.ma.masked_invalid(grid), cmap="viridis", vmin=0, vmax=1, origin="lower")
-    ticks = lambda values: [k for k in range(len(values)) if len(values) <= 17 or k % 4 == 0]  # noqa: E731
-    ax.set_yticks(ticks(us), [str(us[k]) for k in ticks(us)])
-    ax.set_xticks(ticks(vs), [str(vs[k]) for k in ticks(vs)])
-    ax.set_ylabel("u (rows)")
-    ax.set_xlabel("v (columns)")
-    ax.set_title("error rate per Fourier basis perturbation", fontsize=9)
-    fig.colorbar(image, ax=ax, label="error rate")
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return save_png(fourier_map_figure(summary), path)

@@ -20,27 +20,10 @@ JACOBIAN = "Jacobian"
 
 def plot_profiles(rows: pd.DataFrame, path: Path) -> Path:
     """Write the mean singular-value profile per model (log y) to ``path``."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    from matplotlib.ticker import MaxNLocator
-
     from ..audits.jacobian import singular_profiles
+    from ..reports.figures import jacobian_figure, save_png
 
-    fig, ax = plt.subplots(figsize=(6, 4))
-    for label, profile in singular_profiles(rows).items():
-        ax.plot(range(1, len(profile) + 1), profile, marker="o", label=label)
-    ax.set_yscale("log")
-    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    ax.set_xlabel("singular value rank")
-    ax.set_ylabel("mean singular value of ∂p/∂x")
-    ax.set_title("Jacobian singular-value profile")
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return save_png(jacobian_figure(singular_profiles(rows)), path)
 
 
 @o.audit_command(batch_size=16)

@@ -101,3 +101,44 @@ def summarize_command(path: ReportPath, as_json: o.Json = False) -> None:
         print_summary(
             f"{meta.get('audit_repr', meta['audit'])}: {meta.get('data', {}).get('description', '')}", summary
         )
+
+
+FolderArgument = Annotated[
+    Path, typer.Argument(help="A folder of reports (a suite's sub-folders become variants compared side by side).")
+]
+
+
+@app.command("html")
+def html_command(
+    folder: FolderArgument,
+    out: Annotated[
+        Path | None, typer.Option("--out", "-o", help="The page to write (default: FOLDER/report.html).")
+    ] = None,
+) -> None:
+    """One self-contained HTML page of every report in a folder: metadata, figures, key numbers, masking flags,
+    example images; the figures also go to FOLDER/figures/ as PNG."""
+    from ..reports.html import write_html
+    from .output import stdout
+
+    stdout.print(f"report: {write_html(folder, out)}", soft_wrap=True, highlight=False)
+
+
+@app.command("md")
+def md_command(
+    folder: FolderArgument,
+    out: Annotated[
+        Path | None, typer.Option("--out", "-o", help="Write the Markdown here instead of printing it.")
+    ] = None,
+) -> None:
+    """The key numbers, flags and per-audit tables of a folder of reports as Markdown (e.g. a CI job summary)."""
+    import sys
+
+    from ..reports.markdown import write_markdown
+
+    text = write_markdown(folder)
+    if out is None:
+        # plain stdout, not rich: the Markdown must reach a file or pipe unaltered
+        sys.stdout.write(text)
+        return
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(text, encoding="utf-8")
