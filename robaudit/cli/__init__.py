@@ -19,10 +19,12 @@ import typer
 
 from .. import __version__
 from ..errors import EXIT_INPUT, EXIT_RUNTIME, RobauditError
-from . import audit_commands, cache, demo, listing, pca, report
+from . import audit_commands, cache, corruptions, demo, listing, pca, report
 from .fourier_map import fourier_map_command
+from .gate import gate_command
 from .hybrid import hybrid_command
 from .jacobian import jacobian_command
+from .run import run_command
 from .spectrum import spectrum_command
 
 app = typer.Typer(
@@ -78,11 +80,14 @@ app.command("jacobian")(jacobian_command)
 app.command("hybrid")(hybrid_command)
 app.command("fourier-map")(fourier_map_command)
 app.command("spectrum")(spectrum_command)
+app.command("gate")(gate_command)
 app.command("demo")(demo.demo_command)
+app.command("run")(run_command)
 app.command("plugins")(listing.plugins_command)
 app.command("models")(listing.models_command)
 app.command("defenses")(listing.defenses_command)
 app.command("attacks")(listing.attacks_command)
+app.add_typer(corruptions.app, name="corruptions")
 app.add_typer(cache.app, name="cache")
 app.add_typer(report.app, name="report")
 app.add_typer(pca.app, name="pca")
