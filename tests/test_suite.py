@@ -312,10 +312,23 @@ def test_example_parses_and_validates(cli, tmp_path: Path) -> None:  # type: ign
 
 def test_demo_suite_is_built_in(cli, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     steps = dry_run(cli, "demo", "-o", tmp_path / "d", "--device", "cpu")
-    assert list(steps) == ["eval", "cache_build", "cache", "attack", "hybrid", "jacobian", "fourier_map"]
+    assert list(steps) == [
+        "eval",
+        "cache_build",
+        "cache",
+        "attack",
+        "hybrid",
+        "jacobian",
+        "spectrum",
+        "fourier_map",
+        "corruptions",
+        "corruption_spectrum",
+        "html",
+    ]
     attack = steps["attack"]
     defense = attack[attack.index("--defense") + 1]
     folder = tmp_path / "d" / "cache-penultimate"
     assert defense == f"cache:path={folder},theta={{steps.cache.best_theta}},lam={{steps.cache.best_lam}}"
-    assert all(argv[argv.index("--device") + 1] == "cpu" for argv in steps.values())
+    assert all(argv[argv.index("--device") + 1] == "cpu" for argv in steps.values() if "--device" in argv)
+    assert steps["html"][-1] == str(tmp_path / "d")
     assert attack.count("--threat") == 2 and "--model" not in steps["cache"]  # tune takes the cache's model

@@ -323,7 +323,11 @@ def corruption_summary(rows: pd.DataFrame, params: dict[str, Any], metadata: dic
     ]
     sweep = done[done["corruption"] == NOISE_SWEEP]
     summary["noise_curve"] = [
-        {"sigma": float(sigma), "accuracy": float(group["correct"].astype(bool).mean()), "samples": len(group)}  # type: ignore[arg-type]
+        {
+            "sigma": round(float(sigma), 6),  # type: ignore[arg-type]
+            "accuracy": float(group["correct"].astype(bool).mean()),
+            "samples": len(group),
+        }
         for sigma, group in sweep.groupby("noise_sigma")
     ]
     return summary

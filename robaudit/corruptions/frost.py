@@ -12,12 +12,12 @@ the corruption's generator, with the look and the rough statistics of such photo
   directions is drawn per image and each region (soft masks from smooth noise) takes mostly one of them.
   Stamping a feather at every seed is a convolution, done through the FFT (the texture is periodic,
   which a random texture does not show);
-* **rime** — fine grain all over, a little stronger where the ice is dense;
+* **rime** — fine grain on every pixel, stronger where the ice is dense;
 * **tone** — the sum saturates (``1 − exp(−k·s)``: overlapping ice scatters no more than opaque ice), is
   rescaled to a mean brightness drawn in 0.45–0.80 and a standard deviation in 0.06–0.13 (the ranges of
   the reference's five photographs, measured on 224² crops), and gets a grey-white to icy-blue tint.
   The result also has about the photographs' spatial frequency content (their share of power below
-  0.02 cycles/pixel: 0.24–0.57, here ≈ 0.27; above 0.2 cycles/pixel: 0.20–0.33, here ≈ 0.3).
+  0.02 cycles/pixel: 0.24–0.57, here ≈ 0.26; above 0.2 cycles/pixel: 0.20–0.33, here ≈ 0.31).
 
 Texture pixels are photograph pixels: ImageNet-C crops its 224² window from the photographs at full
 resolution, CIFAR-10-C first shrinks the photograph by 0.2 (``cv2.resize``, bilinear, no antialiasing) and
@@ -65,11 +65,14 @@ def frost_texture(
     """``n`` synthetic frost textures ``(n, 3, height, width)`` in [0, 1], one independent texture per image."""
     device = torch.device(device)
     density = _fractal_noise(n, height, width, (96, 48, 24, 12), generator, device)
-    ice = _feathers(density, generator) + 0.6 * _rime(density, generator) + 0.1 * density
-    brightness = _tone(1.0 - torch.exp(-1.2 * ice), generator)
+    # in place from here on: full-size temporaries cost more (fresh memory) than the arithmetic
+    ice = _feathers(density, generator)
+    _add_rime(ice, density, generator)
+    ice.add_(density, alpha=0.1)
+    brightness = _tone(ice.mul_(-1.2).exp_().neg_().add_(1.0), generator)
     cast = _uniform((n, 1, 1, 1), 0.2 * BLUE_CAST, BLUE_CAST, generator, device)
     tint = torch.cat([1.0 - cast, torch.ones_like(cast), 1.0 + cast], dim=1)
-    return (brightness * tint).clamp(0.0, 1.0)
+    return torch.mul(brightness, tint).clamp_(0.0, 1.0)
 
 
 def _uniform(shape: tuple[int, ...], low: float, high: float, g: torch.Generator, device: torch.device) -> torch.Tensor:
@@ -91,10 +94,11 @@ def _fractal_noise(
         rows = _spline_matrix(height, cell, dy, device)
         cols = _spline_matrix(width, cell, dx, device)
         grid = torch.rand(n, rows.shape[1], cols.shape[1], generator=g, device=device)
-        total += 0.5**octave * (rows @ grid @ cols.t())
+        # accumulate in place: (rows @ grid) is small, the product with the columns lands in ``total``
+        total.baddbmm_(rows @ grid, cols.t().expand(n, -1, -1), alpha=0.5**octave)
     low = total.amin(dim=(1, 2), keepdim=True)
     high = total.amax(dim=(1, 2), keepdim=True)
-    return ((total - low) / (high - low).clamp_min(1e-6)).unsqueeze(1)
+    return total.sub_(low).div_((high - low).clamp_min(1e-6)).unsqueeze(1)
 
 
 def _spline_matrix(length: int, cell: int, offset: int, device: torch.device) -> torch.Tensor:
@@ -140,7 +144,7 @@ def _feather_kernels(
     barbs = _taper(across.div_(barb_length).mul_(1.0 / BARB_SIN)).mul_(_line(gap))
     barbs.mul_((start >= 0) & (start <= length))
     kernel = spine.add_(barbs, alpha=0.8)
-    return torch.fft.rfft2(kernel, s=size) * _shift_phase(radius, *size, angle.device)
+    return torch.fft.rfft2(kernel, s=size).mul_(_shift_phase(radius, *size, angle.device))
 
 
 def _taper(t: torch.Tensor) -> torch.Tensor:
@@ -161,27 +165,46 @@ def _shift_phase(shift: int, height: int, width: int, device: torch.device) -> t
 
 
 def _seeds(density: torch.Tensor, rate: float, g: torch.Generator) -> torch.Tensor:
-    """Sparse nucleation points ``(n, h, w)``: Bernoulli, more probable where dense, of random strength."""
-    d = density[:, 0]
-    chance = rate * (0.4 + 0.6 * d)
-    draw = torch.rand(d.shape, generator=g, device=d.device)
-    # given a hit, draw / chance is uniform in [0, 1): it doubles as the seed's strength
-    return (draw < chance) * (0.4 + 0.6 * draw / chance)
+    """Sparse nucleation points ``(n, h, w)``, about ``rate`` per pixel, more where dense, of random strength.
+
+    Drawn sparsely: ``rate·h·w`` candidate positions per image, each kept with probability ``0.4 + 0.6·d``
+    (``d`` the density there); a kept seed's strength reuses its acceptance draw. Dense Bernoulli draws
+    over every pixel would cost a full pass per random number for a few hundred seeds.
+    """
+    n, _, height, width = density.shape
+    count = max(1, round(rate * height * width))
+    where = torch.randint(0, height * width, (n, count), generator=g, device=density.device)
+    chance = 0.4 + 0.6 * density.view(n, -1).gather(1, where)
+    draw = torch.rand(n, count, generator=g, device=density.device)
+    strength = torch.where(draw < chance, 0.4 + 0.6 * draw / chance, 0.0)
+    seeds = torch.zeros(n, height * width, device=density.device)
+    return seeds.scatter_add_(1, where, strength).view(n, height, width)
 
 
-def _domains(n: int, height: int, width: int, g: torch.Generator, device: torch.device) -> torch.Tensor:
-    """Soft masks ``(n, K, h, w)`` summing to 1: which growth direction dominates where.
+def _domains(n: int, height: int, width: int, g: torch.Generator, device: torch.device) -> _Domains:
+    """Soft masks summing to 1 over the ``K`` growth directions: which direction dominates where.
 
     One smooth field is cut into ``K`` bands around evenly spaced levels (a softmax), so neighbouring
-    domains blend. The masks are smooth, so they are computed on a grid 8 times coarser and interpolated;
-    interpolation weights sum to 1, so the masks still do.
+    domains blend. The masks are smooth, so they are computed on a grid 8 times coarser and interpolated
+    (one mask at a time, when needed); interpolation weights sum to 1, so the masks still do.
     """
     rows = _spline_matrix(height, 8, 0, device)
     cols = _spline_matrix(width, 8, 0, device)
     field = _fractal_noise(n, rows.shape[1], cols.shape[1], (8, 4), g, device)
     centres = (torch.arange(ORIENTATIONS, device=device, dtype=torch.float32) + 0.5) / ORIENTATIONS
     logits = -(((field - centres.view(1, -1, 1, 1)) * ORIENTATIONS * 2.0) ** 2)
-    return rows @ torch.softmax(logits, dim=1) @ cols.t()
+    return _Domains(rows @ torch.softmax(logits, dim=1), cols.t())
+
+
+class _Domains:
+    """Coarse domain masks, already interpolated along rows ``(n, K, h, c)``, and the column interpolator."""
+
+    def __init__(self, half: torch.Tensor, cols_t: torch.Tensor) -> None:
+        self.half, self.cols_t = half, cols_t
+
+    def mask(self, k: int, out: torch.Tensor) -> torch.Tensor:
+        """Mask ``k`` at full size ``(n, h, w)``, written into ``out``."""
+        return torch.matmul(self.half[:, k], self.cols_t, out=out)
 
 
 def _feathers(density: torch.Tensor, g: torch.Generator) -> torch.Tensor:
@@ -198,38 +221,40 @@ def _feathers(density: torch.Tensor, g: torch.Generator) -> torch.Tensor:
     angles = base + steps * spread
     spacing = _uniform((n,), 4.0, 7.0, g, device)
     reach = _uniform((n,), 0.3, 0.5, g, device)
-    scales = [(0.0025, _uniform((n, ORIENTATIONS), 25.0, 60.0, g, device).clamp(max=longest))]
-    scales.append((0.006, _uniform((n, ORIENTATIONS), 6.0, 14.0, g, device).clamp(max=longest)))
-    seeds_f = [torch.fft.rfft2(_seeds(density, rate, g)) for rate, _ in scales]
-    # each scale's kernels on the smallest window that holds them
-    radii = [math.ceil(float(length.max())) for _, length in scales]
+    size = (height, width)
+    large = _uniform((n, ORIENTATIONS), 25.0, 60.0, g, device).clamp(max=longest)
+    small = _uniform((n,), 6.0, 14.0, g, device).clamp(max=longest)
+    large_f = torch.fft.rfft2(_seeds(density, 0.0025, g))
+    small_f = torch.fft.rfft2(_seeds(density, 0.006, g))
+    # small feathers grow along the fan's middle direction everywhere: their spectrum joins every domain's
+    # (the domain masks sum to 1), which saves their own inverse transforms
+    middle = angles[:, ORIENTATIONS // 2]
+    small_f.mul_(_feather_kernels(middle, small, spacing, reach, math.ceil(float(small.max())), size))
+    radius = math.ceil(float(large.max()))
     ice = torch.zeros(n, height, width, device=device)
+    layer, mask = torch.empty_like(ice), torch.empty_like(ice)
     for k in range(ORIENTATIONS):
-        spectrum = sum(
-            seeds * _feather_kernels(angles[:, k], length[:, k], spacing, reach, radius, (height, width))
-            for seeds, (_, length), radius in zip(seeds_f, scales, radii, strict=True)
-        )
-        ice += domains[:, k] * torch.fft.irfft2(spectrum, s=(height, width))
-    return ice.clamp_min(0.0).unsqueeze(1)
+        spectrum = _feather_kernels(angles[:, k], large[:, k], spacing, reach, radius, size)
+        torch.fft.irfft2(spectrum.mul_(large_f).add_(small_f), s=size, out=layer)
+        ice.addcmul_(domains.mask(k, mask), layer)
+    return ice.clamp_min_(0.0).unsqueeze(1)
 
 
-def _rime(density: torch.Tensor, g: torch.Generator) -> torch.Tensor:
-    """Fine frozen grain ``(n, 1, h, w)``, slightly blurred, stronger where the ice is dense."""
-    grain = F.pad(torch.rand(density.shape, generator=g, device=density.device), (1, 1, 1, 1), mode="replicate")
-    # a separable [0.15, 0.7, 0.15] blur, as sums of shifted slices (cheaper than a one-channel convolution)
-    grain = 0.15 * (grain[..., :-2] + grain[..., 2:]) + 0.7 * grain[..., 1:-1]
-    grain = 0.15 * (grain[..., :-2, :] + grain[..., 2:, :]) + 0.7 * grain[..., 1:-1, :]
-    return grain * (0.5 + 0.5 * density)
+def _add_rime(ice: torch.Tensor, density: torch.Tensor, g: torch.Generator) -> None:
+    """Add fine frozen grain to ``ice`` in place: uniform per pixel, stronger where the ice is dense."""
+    grain = torch.rand(density.shape, generator=g, device=density.device)
+    # 0.2·grain·(0.5 + 0.5·density), without full-size temporaries
+    ice.add_(grain.addcmul_(grain, density).mul_(0.1))
 
 
 def _tone(brightness: torch.Tensor, g: torch.Generator) -> torch.Tensor:
     """Rescale each texture to a mean and a standard deviation drawn in the ranges of frost photographs."""
     n, device = brightness.shape[0], brightness.device
-    mean = brightness.mean(dim=(1, 2, 3), keepdim=True)
-    std = brightness.std(dim=(1, 2, 3), keepdim=True).clamp_min(1e-6)
+    std, mean = torch.std_mean(brightness, dim=(1, 2, 3), keepdim=True)
     target_mean = _uniform((n, 1, 1, 1), *TEXTURE_MEAN, g, device)
     target_std = _uniform((n, 1, 1, 1), *TEXTURE_STD, g, device)
-    return ((brightness - mean) / std * target_std + target_mean).clamp(0.0, 1.0)
+    scale = target_std / std.clamp_min(1e-6)
+    return brightness.sub_(mean).mul_(scale).add_(target_mean).clamp_(0.0, 1.0)
 
 
 # ------------------------------------------------------------------------------------------------------

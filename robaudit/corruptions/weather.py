@@ -127,22 +127,23 @@ def _box3(x: torch.Tensor) -> torch.Tensor:
 )
 def snow(x: torch.Tensor, p: Any, g: torch.Generator, ctx: CorruptionContext) -> torch.Tensor:
     keep = p[6]
-    flakes = snow_layer(x.shape[0], x.shape[-2], x.shape[-1], p, g, x.device)
-    washed = keep * x + (1 - keep) * torch.maximum(x, _gray(x) * 1.5 + 0.5)
-    return (washed + flakes + flakes.flip(-2, -1)).clamp(0, 1)
+    flakes = snow_layer(x.shape[0], x.shape[-2], x.shape[-1], p, g, x.device).to(x.dtype)
+    # in place after the first allocation: full-size temporaries cost more than the arithmetic on CPU
+    washed = torch.maximum(x, _gray(x).mul_(1.5).add_(0.5)).mul_(1 - keep).add_(x, alpha=keep)
+    return washed.add_(flakes.add_(flakes.flip(-2, -1))).clamp_(0, 1)
 
 
 def snow_layer(n: int, height: int, width: int, p: Any, g: torch.Generator, device: torch.device) -> torch.Tensor:
     """The falling flakes ``(n, 1, h, w)`` in [0, 1] for snow parameters ``p``, quantized to 8 bits."""
     mean, std, zoom, threshold, radius, sigma, _ = p
-    field = mean + std * torch.randn(n, 1, height, width, generator=g, device=device)
+    field = torch.randn(n, 1, height, width, generator=g, device=device).mul_(std).add_(mean)
     field = clipped_zoom(field, float(zoom))
-    field = torch.where(field < threshold, 0.0, field)
+    field.masked_fill_(field < threshold, 0.0)
     # the reference passes the layer through an 8-bit image before and after blurring it
-    field = _uint8(field.clamp(0, 1) * 255) / 255
+    field.clamp_(0, 1).mul_(255).floor_().div_(255)
     angles = SNOW_ANGLES[0] + (SNOW_ANGLES[1] - SNOW_ANGLES[0]) * torch.rand(n, generator=g, device=device)
     blurred = motion_blur(field, int(radius), float(sigma), angles)
-    return torch.round(blurred.clamp(0, 1) * 255) / 255
+    return blurred.clamp_(0, 1).mul_(255).round_().div_(255)
 
 
 # ------------------------------------------------------------------------------------------------------
@@ -158,7 +159,8 @@ def frost(x: torch.Tensor, p: Any, g: torch.Generator, ctx: CorruptionContext) -
     image_weight, frost_weight = p
     n, _, height, width = x.shape
     texture = frost_layer(n, height, width, g, x.device, param_set=ctx.param_set, frost_dir=ctx.frost_dir)
-    return (image_weight * x + frost_weight * texture.to(x.dtype)).clamp(0, 1)
+    # the texture is a fresh tensor: blend into it rather than allocate another batch
+    return texture.to(x.dtype).mul_(frost_weight).add_(x, alpha=image_weight).clamp_(0, 1)
 
 
 # ------------------------------------------------------------------------------------------------------
@@ -176,7 +178,9 @@ def fog(x: torch.Tensor, p: Any, g: torch.Generator, ctx: CorruptionContext) -> 
     size = 1 << max(1, (max(height, width) - 1).bit_length())
     veil = plasma_fractal(n, size, float(decay), g, x.device)[:, None, :height, :width].to(x.dtype)
     top = x.amax(dim=(1, 2, 3), keepdim=True)
-    return ((x + strength * veil) * top / (top + strength)).clamp(0, 1)
+    squeeze = top / (top + strength)
+    # (x + s·F)·M/(M + s), as x·k + F·(s·k): two passes over the batch instead of four
+    return (x * squeeze).add_(veil * (strength * squeeze)).clamp_(0, 1)
 
 
 def plasma_fractal(
@@ -192,26 +196,29 @@ def plasma_fractal(
     """
     if mapsize < 2 or mapsize & (mapsize - 1):
         raise ValueError(f"plasma_fractal needs a power of two >= 2 as map size, got {mapsize}")
-    maps = torch.zeros(n, mapsize, mapsize, device=device)
-    step, wibble = mapsize, 100.0
+    # the lattice known so far, as a contiguous (n, k, k) array; each octave interleaves the new points
+    known = torch.zeros(n, 1, 1, device=device)
+    wibble = 100.0
 
     def displaced(total: torch.Tensor) -> torch.Tensor:
-        noise = torch.rand(total.shape, generator=generator, device=total.device) * 2 - 1
-        return total / 4 + wibble * wibble * noise
+        noise = torch.rand(total.shape, generator=generator, device=total.device)
+        return noise.mul_(2 * wibble * wibble).sub_(wibble * wibble).add_(total, alpha=0.25)
 
-    # one pass per octave: log2(mapsize) passes, each a batched update of the whole lattice
-    while step >= 2:
-        half = step // 2
-        corners = maps[:, ::step, ::step]
-        square = corners + corners.roll(-1, 1)
-        maps[:, half::step, half::step] = displaced(square + square.roll(-1, 2))
-        centres = maps[:, half::step, half::step]
-        maps[:, ::step, half::step] = displaced(centres + centres.roll(1, 1) + corners + corners.roll(-1, 2))
-        maps[:, half::step, ::step] = displaced(centres + centres.roll(1, 2) + corners + corners.roll(-1, 1))
-        step, wibble = half, wibble / wibble_decay
-    low = maps.amin(dim=(1, 2), keepdim=True)
-    high = (maps - low).amax(dim=(1, 2), keepdim=True)
-    return (maps - low) / high.clamp_min(1e-12)
+    # one pass per octave (log2(mapsize) of them), each a batched update of the whole lattice
+    for _ in range(mapsize.bit_length() - 1):
+        square = known + known.roll(-1, 1)
+        centres = displaced(square + square.roll(-1, 2))
+        # edge midpoints between two corners of a row (``across``) or of a column (``down``)
+        across = displaced(centres + centres.roll(1, 1) + known + known.roll(-1, 2))
+        down = displaced(centres + centres.roll(1, 2) + known + known.roll(-1, 1))
+        k = known.shape[-1]
+        top = torch.stack((known, across), dim=-1).view(n, k, 2 * k)
+        bottom = torch.stack((down, centres), dim=-1).view(n, k, 2 * k)
+        known = torch.stack((top, bottom), dim=-2).view(n, 2 * k, 2 * k)
+        wibble /= wibble_decay
+    low = known.amin(dim=(1, 2), keepdim=True)
+    high = (known - low).amax(dim=(1, 2), keepdim=True)
+    return (known - low).div_(high.clamp_min(1e-12))
 
 
 # ------------------------------------------------------------------------------------------------------
@@ -238,20 +245,20 @@ def plasma_fractal(
 def spatter(x: torch.Tensor, p: Any, g: torch.Generator, ctx: CorruptionContext) -> torch.Tensor:
     mean, std, blur, threshold, intensity, mode = p
     n, _, height, width = x.shape
-    liquid = mean + std * torch.randn(n, 1, height, width, generator=g, device=x.device, dtype=x.dtype)
+    liquid = torch.randn(n, 1, height, width, generator=g, device=x.device, dtype=x.dtype).mul_(std).add_(mean)
     # scikit-image's ``gaussian`` (the reference's) replicates the border
     liquid = gaussian_blur(liquid, float(blur), mode="nearest")
-    liquid = torch.where(liquid < threshold, 0.0, liquid)
+    liquid.masked_fill_(liquid < threshold, 0.0)
     if mode == 0:
-        return (x + water_rims(liquid, float(intensity)) * _rgb(WATER_RGB, x)).clamp(0, 1)
-    mud = mud_mask(liquid, float(threshold), float(intensity))
-    return (x * (1 - mud) + _rgb(MUD_RGB, x) * mud).clamp(0, 1)
+        return torch.addcmul(x, water_rims(liquid, float(intensity)), _rgb(WATER_RGB, x)).clamp_(0, 1)
+    # x·(1 − m) + mud·m
+    return torch.lerp(x, _rgb(MUD_RGB, x).expand_as(x), mud_mask(liquid, float(threshold), float(intensity)))
 
 
 def mud_mask(liquid: torch.Tensor, threshold: float, sigma: float) -> torch.Tensor:
     """Opacity ``(n, 1, h, w)`` of the mud: the liquid blobs, blurred, kept where at least 0.8 opaque."""
     mask = gaussian_blur((liquid > threshold).to(liquid.dtype), sigma, mode="nearest")
-    return torch.where(mask < 0.8, 0.0, mask)
+    return mask.masked_fill_(mask < 0.8, 0.0)
 
 
 def water_rims(liquid: torch.Tensor, intensity: float) -> torch.Tensor:
@@ -270,35 +277,44 @@ def canny(levels: torch.Tensor, low: float, high: float) -> torch.Tensor:
 
     3×3 Sobel gradients (replicated border), L1 magnitude, non-maximum suppression across the gradient
     (four direction sectors, OpenCV's tie rules), double threshold, and hysteresis: weak edges are kept
-    when 8-connected to strong ones.
+    when 8-connected to strong ones. Non-maximum suppression only looks at the pixels above ``low``
+    (a few percent of a liquid layer), gathered from the flattened batch.
     """
     gx, gy = _sobel(levels)
     magnitude = gx.abs() + gy.abs()
-    m = F.pad(magnitude, (1, 1, 1, 1))
-
-    def near(dy: int, dx: int) -> torch.Tensor:
-        return m[..., 1 + dy : m.shape[-2] - 1 + dy, 1 + dx : m.shape[-1] - 1 + dx]
-
-    ax, ay = gx.abs(), gy.abs()
-    across_rows = (magnitude > near(0, -1)) & (magnitude >= near(0, 1))
-    across_cols = (magnitude > near(-1, 0)) & (magnitude >= near(1, 0))
-    same_sign = (gx * gy) >= 0
-    diagonal = torch.where(
-        same_sign,
-        (magnitude > near(-1, -1)) & (magnitude > near(1, 1)),
-        (magnitude > near(-1, 1)) & (magnitude > near(1, -1)),
-    )
-    # OpenCV's fixed-point tan(22.5°) and tan(67.5°): 13573 / 2¹⁵ and 79109 / 2¹⁵
+    height, width = levels.shape[-2:]
+    stride = width + 2
+    padded = F.pad(magnitude, (1, 1, 1, 1)).flatten()
+    candidates = (magnitude > low).flatten().nonzero().squeeze(1)
+    plane, offset = candidates // (height * width), candidates % (height * width)
+    centre = plane * (height + 2) * stride + (offset // width + 1) * stride + offset % width + 1
+    m = padded[centre]
+    ax, ay = gx.flatten()[candidates].abs(), gy.flatten()[candidates].abs()
+    # the two neighbours across the gradient: OpenCV's fixed-point tan(22.5°) and tan(67.5°) pick the sector
     horizontal, vertical = ay < ax * (13573 / 32768), ay > ax * (79109 / 32768)
-    peak = torch.where(horizontal, across_rows, torch.where(vertical, across_cols, diagonal))
-    weak = peak & (magnitude > low)
+    diagonal = torch.where(gx.flatten()[candidates] * gy.flatten()[candidates] >= 0, 1, -1)
+    step_before = torch.where(horizontal, -1, torch.where(vertical, -stride, -stride - diagonal))
+    step_after = torch.where(horizontal, 1, torch.where(vertical, stride, stride + diagonal))
+    before, after = padded[centre + step_before], padded[centre + step_after]
+    # ties: OpenCV keeps the first of two equal maxima along rows and columns, neither along diagonals
+    peak = (m > before) & ((m > after) | ((m == after) & (horizontal | vertical)))
+    weak = torch.zeros(magnitude.numel(), dtype=torch.bool, device=levels.device)
+    weak[candidates[peak]] = True
+    weak = weak.view_as(magnitude)
     edges = weak & (magnitude > high)
     # hysteresis: grow the strong edges along weak ones until nothing changes (chains are short)
     while True:
-        grown = weak & (F.max_pool2d(edges.to(levels.dtype), 3, 1, 1) > 0)
+        grown = weak & _dilate3(edges)
         if torch.equal(grown, edges):
             return edges
         edges = grown
+
+
+def _dilate3(mask: torch.Tensor) -> torch.Tensor:
+    """3×3 binary dilation of a boolean ``(..., h, w)`` mask (8-connectivity), as ORs of shifted slices."""
+    p = F.pad(mask.to(torch.uint8), (1, 1, 1, 1)).bool()
+    rows = p[..., :-2] | p[..., 1:-1] | p[..., 2:]
+    return rows[..., :-2, :] | rows[..., 1:-1, :] | rows[..., 2:, :]
 
 
 def _sobel(levels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -321,6 +337,7 @@ def edge_distance(edges: torch.Tensor, cap: int) -> torch.Tensor:
     width = edges.shape[-1]
     cols = torch.arange(width, device=edges.device)
     far = width + cap + 1
+    cols = cols.to(torch.int32)
     last_left = torch.where(edges, cols, -far).cummax(dim=-1).values
     next_right = torch.where(edges, cols, width - 1 + far).flip(-1).cummin(dim=-1).values.flip(-1)
     # squared distances stay below 2·(cap + 1)², small integers: int16 halves the memory traffic

@@ -342,20 +342,24 @@ def spectrum_figure(
 def jacobian_figure(profiles: Mapping[str, Sequence[float] | np.ndarray]) -> Figure:
     """Mean singular-value profile per model (log y); ``profiles`` as :func:`~robaudit.audits.jacobian.
     singular_profiles` returns them."""
+    import textwrap
+
     from matplotlib.ticker import MaxNLocator
 
-    fig, (ax,) = new_figure(6.0, 4.0)
+    fig, (ax,) = new_figure(6.0, 4.6)
     if not profiles:
         _no_data(ax, "no Jacobian rows")
         return fig
     for label, profile in profiles.items():
-        ax.plot(range(1, len(profile) + 1), profile, marker="o", label=label)
+        # defended models have long descriptions (the cache's parameters): wrap them below the axes
+        wrapped = "\n".join(textwrap.wrap(label, 70))
+        ax.plot(range(1, len(profile) + 1), profile, marker="o", label=wrapped)
     ax.set_yscale("log")
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("singular value rank")
     ax.set_ylabel("mean singular value of ∂p/∂x")
     ax.set_title("Jacobian singular-value profile")
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.18), frameon=False)
     fig.tight_layout()
     return fig
 
