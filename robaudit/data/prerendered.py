@@ -24,7 +24,7 @@ import numpy as np
 
 from ..errors import InputError, suggest
 from . import Dataset, LoadedBatch
-from .sources import IMAGE_EXTENSIONS, load_image_files
+from .sources import IMAGE_EXTENSIONS, files_fingerprint, load_image_files
 
 if TYPE_CHECKING:
     from ..models import Preprocessing
@@ -116,11 +116,7 @@ class ImageNetC(Dataset):
         return {"corruption": self.corruption[indices], "severity": self.severity[indices]}
 
     def fingerprint(self) -> str:
-        digest = hashlib.sha256()
-        for path, label in zip(self.files, self.labels, strict=True):
-            digest.update(f"{os.path.relpath(path, self.root)}\t{label}\t{os.path.getsize(path)}\n".encode())
-        digest.update(f"{self.size}/{self.interpolation}".encode())
-        return digest.hexdigest()
+        return files_fingerprint(self.root, self.files, self.labels, f"{self.size}/{self.interpolation}")
 
 
 class Cifar10C(Dataset):

@@ -156,11 +156,19 @@ class ImageFolder(Dataset):
         return load_image_files(self.files, indices, self.size, self.resize, self.interpolation)
 
     def fingerprint(self) -> str:
-        digest = hashlib.sha256()
-        for path, label in zip(self.files, self.labels, strict=True):
-            digest.update(f"{os.path.relpath(path, self.root)}\t{label}\t{os.path.getsize(path)}\n".encode())
-        digest.update(f"{self.size}/{self.resize}/{self.interpolation}".encode())
-        return digest.hexdigest()
+        return files_fingerprint(self.root, self.files, self.labels, f"{self.size}/{self.resize}/{self.interpolation}")
+
+
+def files_fingerprint(root: Path, files: list[str], labels: np.ndarray, sizing: str) -> str:
+    """A hash of a file list (paths relative to ``root``, labels, byte sizes) and of how images are sized.
+
+    File contents are not read: hashing every byte of a large image folder would take minutes.
+    """
+    digest = hashlib.sha256()
+    for path, label in zip(files, labels, strict=True):
+        digest.update(f"{os.path.relpath(path, root)}\t{label}\t{os.path.getsize(path)}\n".encode())
+    digest.update(sizing.encode())
+    return digest.hexdigest()
 
 
 def read_square(path: str, size: int, resize: int, interpolation: str) -> np.ndarray:
