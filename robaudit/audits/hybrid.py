@@ -42,10 +42,13 @@ BOOTSTRAP = 1000
 
 def hybrid_images(low: torch.Tensor, high: torch.Tensor, fmix: float) -> torch.Tensor:
     """``Re(IFFT2(FFT2(low)·M + FFT2(high)·(1−M)))`` per channel, clipped to [0, 1]; M is the f_mix disc."""
-    n = low.shape[-1]
-    mask = torch.from_numpy(low_pass_mask(n, fmix)).to(low.device)
-    spectrum = torch.where(mask, torch.fft.fft2(low), torch.fft.fft2(high))
-    return torch.fft.ifft2(spectrum).real.clamp(0, 1).to(low.dtype)
+    return mix_spectra(torch.fft.fft2(low), torch.fft.fft2(high), fmix, low.dtype)
+
+
+def mix_spectra(low: torch.Tensor, high: torch.Tensor, fmix: float, dtype: torch.dtype) -> torch.Tensor:
+    """The hybrid images of two batches given by their 2-D spectra (so a sweep transforms each image once)."""
+    mask = torch.from_numpy(low_pass_mask(low.shape[-1], fmix)).to(low.device)
+    return torch.fft.ifft2(torch.where(mask, low, high)).real.clamp(0, 1).to(dtype)
 
 
 def draw_partners(labels: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -123,11 +126,12 @@ class HybridAudit(Audit):
         for repeat in range(int(self.params["repeats"])):
             rng = np.random.default_rng([int(self.params["seed"]), repeat, int(batch.indices[0])])
             partner = draw_partners(labels, rng)
-            high = x[torch.from_numpy(partner).to(x.device)]
             high_labels = y[torch.from_numpy(partner).to(y.device)]
+            spectrum_low = torch.fft.fft2(x)
+            spectrum_high = spectrum_low[torch.from_numpy(partner).to(x.device)]  # the partner's own spectrum
             for fmix in self.params["fmix"]:
                 with torch.inference_mode():
-                    logits = model(hybrid_images(x, high, fmix)).float()
+                    logits = model(mix_spectra(spectrum_low, spectrum_high, fmix, x.dtype)).float()
                 if not bool(torch.isfinite(logits).all()):
                     raise RunError(f"the model produced NaN or inf logits on hybrid images (f_mix={fmix})")
                 probs = logits.softmax(dim=1)
