@@ -146,6 +146,25 @@ def test_cli_computes_minimal_perturbations_for_a_model(cli, tiny_models: Path, 
         "spectrum", "-p", out / "perturbations.npz", "-m", f"{tiny_models}:tiny", "--input-size", "3,64,64", "-o", out
     )
     assert wrong.code == 2 and "takes" in wrong.err
+    # ... nor perturbations of other images than --data names; the data they came from is accepted
+    other = cli(
+        "spectrum",
+        "-p",
+        out / "perturbations.npz",
+        "-m",
+        f"{tiny_models}:tiny",
+        "-d",
+        "digits",
+        "--split",
+        "train",
+        "-o",
+        out,
+    )
+    assert other.code == 2 and "data fingerprint" in other.err
+    same = cli(
+        "spectrum", "-p", out / "perturbations.npz", "-m", f"{tiny_models}:tiny", "-d", "digits", "-o", out / "again"
+    )
+    assert same.code == 0, same.err
 
 
 def test_cli_spectra_of_corruptions_place_noise_above_fog(cli, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]

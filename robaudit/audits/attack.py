@@ -463,7 +463,7 @@ def export_perturbations(report: Path, out: Path) -> int:
 
     from ..reports.read import read_report
 
-    rows, _ = read_report(report)
+    rows, meta = read_report(report)
     rows = rows[rows["perturbation"].notna()] if "perturbation" in rows else rows.iloc[:0]
     if rows.empty:
         raise InputError(f"{report} holds no perturbations (run the attack with --save-perturbations)")
@@ -481,6 +481,9 @@ def export_perturbations(report: Path, out: Path) -> int:
         made_by=rows["made_by"].to_numpy(dtype=str),
         eps=rows["eps"].to_numpy(),
         success=rows["source_success"].to_numpy(dtype=bool),
+        # which images these are: a spectrum run can check it is given the same data
+        data=np.array(meta.get("data", {}).get("description", "")),
+        data_fingerprint=np.array(meta.get("identity", {}).get("data_fingerprint", "")),
     )
     os.replace(tmp, out)
     return len(deltas)

@@ -18,6 +18,7 @@ if TYPE_CHECKING:
 
 SPECTRUM = "Spectrum"
 
+#: the arrays every perturbation file has; newer files also name their data (``data``, ``data_fingerprint``)
 REQUIRED = ("delta", "index", "label", "threat", "eps", "success")
 
 
@@ -225,7 +226,7 @@ def spectrum_command(
         perturbations = minimal_perturbations(spec, report, attack, list(ensemble or []), norm, targeted)
         threat = threat or "white"
     elif spec is not None:
-        _check_size(perturbations, spec)
+        _check_origin(perturbations, spec)
     perturbation_spectrum(perturbations, threat, eps, everything, grid, report)
 
 
@@ -259,14 +260,25 @@ def minimal_perturbations(
     return path
 
 
-def _check_size(path: Path, spec: RunSpec) -> None:
-    """A perturbation file must match the images the named model takes."""
+def _check_origin(path: Path, spec: RunSpec) -> None:
+    """With ``--model``, a perturbation file must fit the model's input size and come from the ``--data`` given."""
+    from ..data import load_dataset
     from ..models import load_model
 
-    shape = load_perturbations(path)["delta"].shape[1:]
-    size = load_model(spec.model, "cpu").preprocessing.input_size
-    if tuple(shape) != tuple(size):
-        raise InputError(f"{path} holds {tuple(shape)} perturbations but {spec.model.name} takes {tuple(size)} images")
+    arrays = load_perturbations(path)
+    preprocessing = load_model(spec.model, "cpu").preprocessing
+    shape = arrays["delta"].shape[1:]
+    if tuple(shape) != tuple(preprocessing.input_size):
+        raise InputError(
+            f"{path} holds {tuple(shape)} perturbations but {spec.model.name} takes "
+            f"{tuple(preprocessing.input_size)} images"
+        )
+    recorded = str(arrays.get("data_fingerprint", ""))
+    if recorded and recorded != load_dataset(spec.data, preprocessing).fingerprint():
+        raise InputError(
+            f"{path} holds perturbations of {arrays.get('data')} (another data fingerprint than --data "
+            f"{spec.data.source}); give the data they were computed on"
+        )
 
 
 def perturbation_spectrum(
