@@ -208,7 +208,7 @@ def test_the_spectrum_folder_belongs_to_its_attack_and_the_comparison_lists_both
     key = headline(base)
     assert key["f0.5 (white)"] == f"{base.of_kind('spectrum')[0].summary['f_half_of_mean']:.3g}"
     assert key["f_rev"] != "–" or base.first("hybrid").summary["f_rev"] is None  # type: ignore[union-attr]
-    assert "median l2 white→defended" in headline(digest.variants[1])
+    assert "median l2 white" in headline(digest.variants[1])  # the model under audit carries no judge suffix
 
 
 def test_examples_show_clean_plus_delta_and_corruptions(suite: Path, monkeypatch: pytest.MonkeyPatch) -> None:

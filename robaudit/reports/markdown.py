@@ -493,6 +493,13 @@ def clean_accuracy(variant: Variant) -> tuple[float | None, list[float] | None, 
     return None, None, ""
 
 
+def _judge(entry: dict[str, Any], report: Report) -> str:
+    """``""`` for the model under audit (so variants with and without defenses line up), else ``→judge``."""
+    from .metrics import audited_judge
+
+    return "" if audited_judge(entry["judged_by"], report.meta) else f"→{entry['judged_by']}"
+
+
 def headline(variant: Variant) -> dict[str, str]:
     """The few numbers that characterize a variant, by column name (compared across variants)."""
     out: dict[str, str] = {}
@@ -500,9 +507,9 @@ def headline(variant: Variant) -> dict[str, str]:
     out["clean top-1"] = pct(accuracy)
     for report in variant.of_kind("attack"):
         for c in report.summary.get("curves", []):
-            out[f"acc {c['threat']}→{c['judged_by']} {c['eps_mode']} ε={num(c['eps'], 4)}"] = pct(c["accuracy"])
+            out[f"acc {c['threat']}{_judge(c, report)} {c['eps_mode']} ε={num(c['eps'], 4)}"] = pct(c["accuracy"])
         for m in report.summary.get("minimal", []):
-            out[f"median {m['norm']} {m['threat']}→{m['judged_by']}"] = num(m.get("eps_at_50pct_success"))
+            out[f"median {m['norm']} {m['threat']}{_judge(m, report)}"] = num(m.get("eps_at_50pct_success"))
     masking = [f for r in variant.of_kind("attack") for f in flags(r)]
     if masking:
         raised = sum(f.state == "raised" for f in masking)

@@ -227,7 +227,7 @@ def eval_metrics(summary: Mapping[str, Any], meta: Mapping[str, Any]) -> list[Me
     )
 
 
-def _audited_judge(judge: str, meta: Mapping[str, Any]) -> bool:
+def audited_judge(judge: str, meta: Mapping[str, Any]) -> bool:
     """Whether ``judge`` is the model under audit: the defended one, or the backbone of an undefended model."""
     defended = bool(meta.get("identity", {}).get("defenses"))
     return judge == "defended" or (judge == "backbone" and not defended)
@@ -237,7 +237,7 @@ def attack_metrics(summary: Mapping[str, Any], meta: Mapping[str, Any]) -> list[
     out: list[Metric | None] = []
     for curve in summary.get("curves", []):
         stem = f"attack.{curve['threat']}.{curve['eps_mode']}.eps={_number(curve['eps'])}"
-        judge = "" if _audited_judge(curve["judged_by"], meta) else f".{curve['judged_by']}"
+        judge = "" if audited_judge(curve["judged_by"], meta) else f".{curve['judged_by']}"
         pattern = "attack.<threat>.<eps_mode>.eps=<eps>" + (".<judge>" if judge else "")
         n = curve.get("samples")
         out.append(_make(f"{pattern}.accuracy", f"{stem}{judge}.accuracy", curve.get("accuracy"), samples=n))
@@ -247,7 +247,7 @@ def attack_metrics(summary: Mapping[str, Any], meta: Mapping[str, Any]) -> list[
     for run in summary.get("minimal", []):
         norm = run["norm"]
         stem = f"attack.{run['threat']}.{norm}.minimal"
-        judge = "" if _audited_judge(run["judged_by"], meta) else f".{run['judged_by']}"
+        judge = "" if audited_judge(run["judged_by"], meta) else f".{run['judged_by']}"
         pattern = "attack.<threat>.<norm>.minimal" + (".<judge>" if judge else "")
         median = run.get(f"median_{norm}", run.get("eps_at_50pct_success"))
         out.append(_make(f"{pattern}.median", f"{stem}{judge}.median", median))
