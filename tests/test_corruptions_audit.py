@@ -138,6 +138,38 @@ def test_cifar10_c_files_are_read_with_their_corruption_and_severity(cli, tiny_m
     assert (rows["label"].to_numpy() == np.tile(labels, 2)).all()
     assert "fog@2-3" in meta["run_spec"]["data"]["source"]
     assert json.loads(result.out)["summary"]["param_set"] == "pre-rendered"
+    # the clean accuracy of a pre-rendered run comes from an eval report of the same model
+    evaluated = cli(
+        "eval", "-m", f"{tiny_models}:tiny", "-d", "digits", "--limit", "20", "-o", tmp_path / "ev", "--json"
+    )
+    top1 = json.loads(evaluated.out)["summary"]["top1"]
+    with_clean = cli(
+        "corruptions",
+        "-m",
+        f"{tiny_models}:tiny",
+        "-d",
+        f"cifar10-c:{tmp_path / 'c10c'}",
+        "-c",
+        "fog",
+        "--clean-report",
+        tmp_path / "ev" / "eval.parquet",
+        "-o",
+        tmp_path / "out2",
+        "--json",
+    )
+    assert json.loads(with_clean.out)["summary"]["clean_accuracy"] == pytest.approx(top1)
+    wrong = cli(
+        "corruptions",
+        "-m",
+        f"{tiny_models}:tiny",
+        "-d",
+        f"cifar10-c:{tmp_path / 'c10c'}",
+        "--clean-report",
+        tmp_path / "out" / "corruptions.parquet",
+        "-o",
+        tmp_path / "out3",
+    )
+    assert wrong.code == 2 and "no clean accuracy" in wrong.err
 
 
 def make_imagenet_c(root: Path, names: list[str], wnids: list[str], severities=(1, 2)) -> None:  # type: ignore[no-untyped-def]

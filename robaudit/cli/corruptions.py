@@ -175,15 +175,17 @@ def _reference(choice: str, names: list[str], severities: list[int]) -> dict[str
 def _clean_accuracy(path: Path | None) -> float | None:
     if path is None:
         return None
-    from .. import plugins
     from ..errors import InputError
-    from ..reports.read import read_report
+    from ..reports.read import read_report, summarize
 
     rows, meta = read_report(path)
     if meta.get("audit") not in ("eval", "corruptions"):
         raise InputError(f"--clean-report {path} is a {meta.get('audit')!r} report; give an eval report")
-    summary = plugins.audits.get(meta["audit"]).summarize(rows, meta)
-    return float(summary["top1"] if meta["audit"] == "eval" else summary["clean_accuracy"])
+    kind, summary = summarize(rows, meta, path)
+    value = summary["top1"] if kind == "eval" else summary["clean_accuracy"]
+    if value is None:
+        raise InputError(f"--clean-report {path} has no clean accuracy (a corruptions run without clean rows)")
+    return float(value)
 
 
 @app.command("preview")

@@ -88,19 +88,18 @@ def show_command(
 
 @app.command("summarize")
 def summarize_command(path: ReportPath, as_json: o.Json = False) -> None:
-    """Summary figures of a report, derived from its per-sample rows."""
-    from .. import plugins
-    from ..reports.read import read_report
+    """Summary figures of a report, derived from its per-sample rows (or stored with a derived table)."""
+    from ..reports.read import read_report, summarize
     from .output import print_json, print_summary
 
     frame, meta = read_report(path)
-    summary = plugins.audits.get(meta["audit"]).summarize(frame, meta)
+    kind, summary = summarize(frame, meta, path)
     if as_json:
-        print_json({"report": str(path), "audit": meta["audit"], "summary": summary})
+        print_json({"report": str(path), "audit": kind, "summary": summary})
     else:
-        print_summary(
-            f"{meta.get('audit_repr', meta['audit'])}: {meta.get('data', {}).get('description', '')}", summary
-        )
+        data = meta.get("data", {})
+        description = data.get("description", "") if isinstance(data, dict) else str(data)
+        print_summary(f"{meta.get('audit_repr', kind)}: {description}", summary)
 
 
 FolderArgument = Annotated[

@@ -121,16 +121,11 @@ def report_files(root: Path) -> list[Path]:
 
 def read_one(path: Path) -> Report:
     """Read and summarize one report; an InputError when it is no robaudit report or its audit is unknown."""
-    from .. import plugins
-    from .read import read_report
+    from .read import read_report, summarize
 
     rows, meta = read_report(path)
-    if "audit" in meta:
-        audit = plugins.audits.get(str(meta["audit"]))
-        return Report(path, str(meta["audit"]), rows, meta, audit.summarize(rows, meta))
-    if "kind" in meta and isinstance(meta.get("summary"), dict):
-        return Report(path, str(meta["kind"]), rows, meta, dict(meta["summary"]))
-    raise InputError(f"{path} is a robaudit table but neither an audit report nor one with a stored summary")
+    kind, summary = summarize(rows, meta, path)
+    return Report(path, kind, rows, meta, summary)
 
 
 def collect(folder: Path | str) -> Digest:

@@ -471,22 +471,14 @@ def _empty_hint(folder: Path) -> str:
 def _load_group(stem: str, paths: list[Path]) -> Report:
     import pandas as pd
 
-    from .. import plugins
-    from .read import read_report
+    from .read import read_report, summarize
 
     parts = [read_report(p) for p in paths]
     meta = parts[0][1]
     rows = pd.concat([frame for frame, _ in parts], ignore_index=True) if len(parts) > 1 else parts[0][0]
     ids = frozenset(int(i) for i in rows["index"].unique()) if "index" in rows else None
-    if "summary" in meta and "kind" in meta and "audit" not in meta:
-        return Report(str(meta["kind"]), paths, meta, dict(meta["summary"]), ids)
-    if "audit" not in meta:
-        raise InputError(f"{paths[0]} has robaudit metadata but names no audit")
-    try:
-        audit = plugins.audits.get(meta["audit"])
-    except InputError as exc:
-        raise InputError(f"{paths[0]}: {exc} (install the plugin that wrote it, or move the file away)") from None
-    return Report(str(meta["audit"]), paths, meta, audit.summarize(rows, meta), ids)
+    kind, summary = summarize(rows, meta, paths[0])
+    return Report(kind, paths, meta, summary, ids)
 
 
 def report_metrics(report: Report) -> dict[str, Metric]:

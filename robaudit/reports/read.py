@@ -41,6 +41,25 @@ def read_report(path: Path | str) -> tuple[pd.DataFrame, dict[str, Any]]:
     return frame, meta
 
 
+def summarize(rows: pd.DataFrame, meta: dict[str, Any], source: Path | str) -> tuple[str, dict[str, Any]]:
+    """A report's kind (its audit's name, or a derived table's ``kind``) and its summary.
+
+    An audit report is summarized from its rows by the audit that wrote it; a derived table (a spectrum)
+    stores its summary in its metadata.
+    """
+    from .. import plugins
+
+    if "audit" in meta:
+        try:
+            audit = plugins.audits.get(str(meta["audit"]))
+        except InputError as exc:
+            raise InputError(f"{source}: {exc} (install the plugin that wrote it, or move the file away)") from None
+        return str(meta["audit"]), audit.summarize(rows, meta)
+    if "kind" in meta and isinstance(meta.get("summary"), dict):
+        return str(meta["kind"]), dict(meta["summary"])
+    raise InputError(f"{source} is a robaudit table but neither an audit report nor one with a stored summary")
+
+
 def _check(path: Path) -> None:
     if path.is_dir():
         reports = sorted(path.glob("*.parquet"))
