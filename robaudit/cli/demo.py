@@ -24,7 +24,8 @@ def demo_command(
 ) -> None:
     """Train (or reuse) a small CNN on the embedded digits data, then audit it into one folder: clean accuracy,
     a key-value cache built and tuned on it, white- and gray-box PGD against the cached model, hybrid images,
-    its Jacobian and a Fourier heat map (the built-in suite `demo`)."""
+    its Jacobian, perturbation and corruption spectra, a Fourier heat map, common corruptions, and an HTML
+    report of it all (the built-in suite `demo`)."""
     from ..demo_model import train_digits_cnn, weights_path
     from .output import stderr
     from .run import load, run_suite
@@ -39,4 +40,4 @@ def demo_command(
     suite = load("demo", force={"device": device})
     # The demo always starts afresh: its folder is the demo's own output.
     run_suite(suite, out, overwrite=True, as_json=as_json)
-    stderr.print(f"demo reports in {out}/ (inspect with: robaudit report summarize {out}/attack.parquet)")
+    stderr.print(f"demo reports in {out}/: open {out}/report.html, or robaudit report summarize {out}/attack.parquet")
