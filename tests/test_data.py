@@ -182,3 +182,33 @@ def test_imagefolder_errors_and_bad_images(tmp_path: Path) -> None:
     batch = ds.load(np.arange(6))
     assert batch.indices.tolist() == [0, 1, 2, 3] and batch.images.shape[0] == 4
     assert [i for i, _ in batch.failures] == [4, 5] and "002.png" in batch.failures[1][1]
+
+
+def test_imagefolder_of_some_imagenet_classes_keeps_their_imagenet_indices(tmp_path: Path) -> None:
+    from robaudit.data import DataSpec, load_dataset
+
+    for wnid in ("n01443537", "n01440764", "n15075141"):  # classes 1, 0 and 999 of ImageNet-1k
+        (tmp_path / wnid).mkdir()
+        Image.fromarray(np.zeros((8, 8, 3), dtype=np.uint8)).save(tmp_path / wnid / "a.png")
+    dataset = load_dataset(DataSpec(f"imagefolder:{tmp_path}"), Preprocessing(input_size=(3, 8, 8), crop_pct=1.0))
+    assert dataset.labels.tolist() == [0, 1, 999] and dataset.num_classes == 1000
+    (tmp_path / "not_a_wnid").mkdir()
+    Image.fromarray(np.zeros((8, 8, 3), dtype=np.uint8)).save(tmp_path / "not_a_wnid" / "b.png")
+    other = load_dataset(DataSpec(f"imagefolder:{tmp_path}"), Preprocessing(input_size=(3, 8, 8), crop_pct=1.0))
+    assert other.labels.tolist() == [0, 1, 2, 3] and other.num_classes == 4  # plain folders: sorted order
+
+
+def test_real_imagenet_images_get_their_published_class_index(validation_data: Path, tmp_path: Path) -> None:
+    import csv
+    import shutil
+
+    from robaudit.data import DataSpec, load_dataset
+
+    with open(validation_data / "imagenet" / "val20_labels.csv") as table:
+        rows = list(csv.DictReader(table))
+    for row in rows:
+        (tmp_path / row["wnid"]).mkdir(exist_ok=True)
+        shutil.copy(validation_data / "imagenet" / row["path"], tmp_path / row["wnid"])
+    dataset = load_dataset(DataSpec(f"imagefolder:{tmp_path}"), Preprocessing())
+    expected = {Path(r["path"]).name: int(r["class_index"]) for r in rows}
+    assert {Path(f).name: int(label) for f, label in zip(dataset.files, dataset.labels, strict=True)} == expected

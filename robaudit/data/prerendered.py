@@ -24,7 +24,7 @@ import numpy as np
 
 from ..errors import InputError, suggest
 from . import Dataset, LoadedBatch
-from .sources import IMAGE_EXTENSIONS, files_fingerprint, load_image_files
+from .sources import IMAGE_EXTENSIONS, files_fingerprint, imagenet_wnids, load_image_files
 
 if TYPE_CHECKING:
     from ..models import Preprocessing
@@ -48,14 +48,6 @@ def split_filter(arg: str | None, source: str) -> tuple[Path, list[str], list[in
     if not path.is_dir():
         raise InputError(f"{source} folder {root!r} does not exist or is not a directory")
     return path, names, severities
-
-
-def imagenet_wnids() -> list[str]:
-    """The 1,000 ImageNet-1k wnids in class-index order, from timm's bundled list."""
-    from importlib.resources import files
-
-    text = files("timm.data").joinpath("_info", "imagenet_synsets.txt").read_text()
-    return [line.strip() for line in text.splitlines() if line.strip()]
 
 
 class ImageNetC(Dataset):

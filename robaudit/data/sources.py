@@ -147,6 +147,13 @@ class ImageFolder(Dataset):
         self.labels = np.array([lab for _, lab in files], dtype=np.int64)
         self.class_names = classes
         self.num_classes = len(classes)
+        wnids = imagenet_wnids()
+        if len(classes) < len(wnids) and set(classes) <= set(wnids):
+            # a subset of ImageNet's classes: numbering the folders 0..k-1 would not match an ImageNet
+            # classifier's outputs, so each folder keeps its ImageNet-1k index
+            index = {w: i for i, w in enumerate(wnids)}
+            self.labels = np.array([index[classes[lab]] for lab in self.labels], dtype=np.int64)
+            self.class_names, self.num_classes = wnids, len(wnids)
         self.size = size
         self.resize = round(size / crop_pct)
         self.interpolation = interpolation
@@ -157,6 +164,14 @@ class ImageFolder(Dataset):
 
     def fingerprint(self) -> str:
         return files_fingerprint(self.root, self.files, self.labels, f"{self.size}/{self.resize}/{self.interpolation}")
+
+
+def imagenet_wnids() -> list[str]:
+    """The 1,000 ImageNet-1k wnids in class-index order (sorted), from timm's bundled list."""
+    from importlib.resources import files
+
+    text = files("timm.data").joinpath("_info", "imagenet_synsets.txt").read_text()
+    return [line.strip() for line in text.splitlines() if line.strip()]
 
 
 def files_fingerprint(root: Path, files: list[str], labels: np.ndarray, sizing: str) -> str:
