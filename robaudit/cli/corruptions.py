@@ -218,7 +218,12 @@ def preview_command(
     picture = _preview_image(image, data, split, index, size)
     context = catalog.CorruptionContext(catalog.param_set_for(picture.shape[-2], picture.shape[-1], params), frost_dir)
     cells = [[catalog.corrupt(picture, name, s, seed=seed, context=context)[0] for s in chosen] for name in names]
-    path = _draw_grid(picture[0], cells, names, chosen, context.param_set, out)
+    from ..reports.figures import image_grid_figure, save_png
+
+    images = [[_pixels(picture[0]), *(_pixels(cell) for cell in row)] for row in cells]
+    titles = [[name, *([""] * len(chosen))] for name in names]
+    columns = ["clean", *(f"severity {s} ({context.param_set})" for s in chosen)]
+    path = save_png(image_grid_figure(images, columns, titles), out)
     stderr.print(
         f"preview: {path} ({len(names)} corruptions x {len(chosen)} severities, {context.param_set} parameters)"
     )
@@ -256,29 +261,6 @@ def _preview_image(image: Path | None, data: str | None, split: str | None, inde
     return picture.clamp(0, 1)
 
 
-def _draw_grid(
-    clean: Any, cells: list[list[Any]], names: list[str], severities: list[int], param_set: str, out: Path
-) -> Path:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    rows, cols = len(names), len(severities) + 1
-    fig, axes = plt.subplots(rows, cols, figsize=(1.6 * cols, 1.6 * rows), squeeze=False)
-    for r, name in enumerate(names):
-        for c in range(cols):
-            ax = axes[r][c]
-            picture = clean if c == 0 else cells[r][c - 1]
-            ax.imshow(picture.permute(1, 2, 0).cpu().numpy(), interpolation="nearest")
-            ax.set_xticks([])
-            ax.set_yticks([])
-            if r == 0:
-                ax.set_title("clean" if c == 0 else f"severity {severities[c - 1]}", fontsize=8)
-        axes[r][0].set_ylabel(name, fontsize=7)
-    fig.suptitle(f"corruptions ({param_set} parameters)", fontsize=9)
-    fig.tight_layout(rect=(0, 0, 1, 1 - 0.3 / (1.6 * rows)))  # keep the title clear of the column headings
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=100)
-    plt.close(fig)
-    return out
+def _pixels(image: Any) -> Any:
+    """(3, H, W) tensor → (H, W, 3) numpy array for drawing."""
+    return image.permute(1, 2, 0).cpu().numpy()

@@ -75,39 +75,6 @@ def select(arrays: dict[str, np.ndarray], threat: str | None, eps: float | None,
     return keep
 
 
-def plot_spectrum(result: dict[str, Any], path: Path) -> Path:
-    """Radial cumulative power with the f0.5 marker, and the log mean 2-D spectrum (fftshifted)."""
-    import matplotlib
-    import numpy as np
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
-    grid, half = result["grid"], result["f_half_of_mean"]
-    left.plot(grid, result["cumulative"], marker="o", ms=3)
-    left.axhline(0.5, color="grey", lw=0.8, ls="--")
-    if np.isfinite(half):
-        left.axvline(half, color="red", lw=1, label=f"f0.5 = {half:.3f}")
-        left.legend()
-    left.set_xlabel("radius (cycles/pixel; Nyquist 0.5)")
-    left.set_ylabel("cumulative power fraction")
-    left.set_title("Radial cumulative power")
-    power = np.fft.fftshift(result["mean_power"])
-    n = power.shape[-1]
-    f = np.fft.fftshift(np.fft.fftfreq(n))
-    with np.errstate(divide="ignore"):
-        image = right.imshow(np.log10(power), origin="lower", extent=(f[0], f[-1], f[0], f[-1]), cmap="magma")
-    fig.colorbar(image, ax=right, label="log10 mean power")
-    right.set_xlabel("fx (cycles/pixel)")
-    right.set_ylabel("fy (cycles/pixel)")
-    right.set_title("Mean power spectrum (DC removed)")
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
-
-
 def write_table(arrays: dict[str, np.ndarray], f_half: np.ndarray, meta: dict[str, Any], path: Path) -> Path:
     """One row per image (index, label, threat, eps, f_half) with ``meta`` under the robaudit metadata key."""
     import numpy as np
@@ -218,6 +185,7 @@ def spectrum_command(
         return
     if of != "perturbations":
         raise InputError(f"--of takes perturbations or corruptions, got {of!r}")
+    given = perturbations is not None
     if perturbations is None:
         if spec is None:
             raise InputError(
@@ -225,9 +193,10 @@ def spectrum_command(
             )
         perturbations = minimal_perturbations(spec, report, attack, list(ensemble or []), norm, targeted)
         threat = threat or "white"
-    elif spec is not None:
-        _check_origin(perturbations, spec)
-    perturbation_spectrum(perturbations, threat, eps, everything, grid, report)
+    arrays = load_perturbations(perturbations)  # read once: such files can hold gigabytes
+    if given and spec is not None:  # perturbations computed here fit by construction
+        _check_origin(arrays, perturbations, spec)
+    perturbation_spectrum(arrays, perturbations, threat, eps, everything, grid, report)
 
 
 def minimal_perturbations(
@@ -260,12 +229,11 @@ def minimal_perturbations(
     return path
 
 
-def _check_origin(path: Path, spec: RunSpec) -> None:
+def _check_origin(arrays: dict[str, np.ndarray], path: Path, spec: RunSpec) -> None:
     """With ``--model``, a perturbation file must fit the model's input size and come from the ``--data`` given."""
     from ..data import load_dataset
     from ..models import load_model
 
-    arrays = load_perturbations(path)
     preprocessing = load_model(spec.model, "cpu").preprocessing
     shape = arrays["delta"].shape[1:]
     if tuple(shape) != tuple(preprocessing.input_size):
@@ -282,17 +250,24 @@ def _check_origin(path: Path, spec: RunSpec) -> None:
 
 
 def perturbation_spectrum(
-    perturbations: Path, threat: str | None, eps: str | None, everything: bool, grid: int, report: o.ReportOptions
+    arrays: dict[str, np.ndarray],
+    perturbations: Path,
+    threat: str | None,
+    eps: str | None,
+    everything: bool,
+    grid: int,
+    report: o.ReportOptions,
 ) -> None:
+    """f0.5 and the spectrum plot of the perturbation file ``perturbations`` (its ``arrays``, as loaded)."""
     import numpy as np
 
+    from ..reports.figures import save_png, spectrum_figure
     from ..spectrum import UNITS, spectrum_of
     from .output import print_json, print_summary, stderr
 
     budgets = o.budget_list(eps)
     if budgets is not None and len(budgets) != 1:
         raise InputError(f"--eps takes one value, got {eps!r}")
-    arrays = load_perturbations(perturbations)
     keep = select(arrays, threat, budgets[0] if budgets else None, everything)
     kept = {k: v[keep] for k, v in arrays.items() if k in REQUIRED}
     result = spectrum_of(kept["delta"].astype(np.float32), grid)
@@ -319,7 +294,9 @@ def perturbation_spectrum(
         "cumulative": result["cumulative"].tolist(),
     }
     table = write_table(kept, per_image, meta, folder / "spectrum.parquet")
-    figure = plot_spectrum(result, folder / "spectrum.png")
+    figure = save_png(
+        spectrum_figure(summary, result["grid"], result["cumulative"], result["mean_power"]), folder / "spectrum.png"
+    )
     if report.as_json:
         print_json(summary)
     else:
@@ -343,6 +320,7 @@ def corruption_spectra(
     from .. import corruptions as catalog
     from ..data import load_dataset, select_samples
     from ..models import Preprocessing, load_model
+    from ..reports.figures import corruption_spectra_figure, save_png
     from ..reports.writer import METADATA_KEY, canonical_json
     from ..spectrum import UNITS, difference_spectra
     from .output import print_json, print_summary, progress_bar, stderr
@@ -374,33 +352,9 @@ def corruption_spectra(
     meta = {"kind": "corruption-spectrum", "data": dataset.description, "summary": summary, "grid_points": grid}
     path = folder / "corruption_spectrum.parquet"
     pq.write_table(table.replace_schema_metadata({METADATA_KEY: canonical_json(meta).encode()}), path)
-    figure = plot_corruption_spectra(rows, folder / "corruption_spectrum.png")
+    figure = save_png(corruption_spectra_figure(rows), folder / "corruption_spectrum.png")
     if report.as_json:
         print_json(summary)
     else:
         print_summary(f"Spectra of corruption difference images on {dataset.description}", summary)
     stderr.print(f"table: {path}\nplot: {figure}")
-
-
-def plot_corruption_spectra(rows: list[dict[str, Any]], path: Path) -> Path:
-    """Radial cumulative power of each corruption's difference image, coloured by frequency band."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    colours = {"low": "tab:blue", "mid": "tab:green", "high": "tab:red"}
-    fig, ax = plt.subplots(figsize=(7, 4.5))
-    for row in rows:
-        grid, curve = row["cumulative"]
-        label = f"{row['corruption']} s{row['severity']} (f0.5 {row['f_half_of_mean']:.3f})"
-        ax.plot(grid, curve, color=colours.get(row["band"], "grey"), lw=1, label=label)
-    ax.axhline(0.5, color="grey", lw=0.8, ls="--")
-    ax.set_xlabel("radius (cycles/pixel; Nyquist 0.5)")
-    ax.set_ylabel("cumulative power fraction")
-    ax.set_title("Difference-image spectra (blue low, green mid, red high band)")
-    ax.legend(fontsize=6, ncol=2)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path

@@ -48,10 +48,6 @@ ALEXNET = "AlexNet (ImageNet-C table)"
 CellErrors = Mapping[str, Mapping[int, float]]
 
 
-def alexnet_reference() -> dict[str, dict[int, float]]:
-    return {c: dict(enumerate(errors, start=1)) for c, errors in ALEXNET_ERRORS.items()}
-
-
 def corruption_error(model: Mapping[int, float], reference: Mapping[int, float]) -> float:
     """``Σ_s E_s / Σ_s R_s`` over the severities both have."""
     severities = sorted(set(model) & set(reference))

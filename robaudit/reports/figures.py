@@ -339,6 +339,26 @@ def spectrum_figure(
     return fig
 
 
+def corruption_spectra_figure(rows: Sequence[Mapping[str, Any]]) -> Figure:
+    """Radial cumulative power of each corruption's difference image (rows of ``spectrum.difference_spectra``,
+    with their ``cumulative`` (grid, values)), coloured by frequency band, f0.5 in the legend."""
+    fig, (ax,) = new_figure(7.0, 4.5)
+    if not rows:
+        _no_data(ax, "no corruption spectra")
+        return fig
+    for row in rows:
+        grid, curve = row["cumulative"]
+        label = f"{row['corruption']} s{row['severity']} (f0.5 {row['f_half_of_mean']:.3f})"
+        ax.plot(grid, curve, color=BAND_COLOURS.get(str(row["band"]), "#888888"), lw=1, label=label)
+    ax.axhline(0.5, color="grey", lw=0.8, ls="--")
+    ax.set_xlabel("radius (cycles/pixel; Nyquist 0.5)")
+    ax.set_ylabel("cumulative power fraction")
+    ax.set_title("Difference-image spectra, coloured by frequency band", fontsize=10)
+    ax.legend(fontsize=6, ncol=2)
+    fig.tight_layout()
+    return fig
+
+
 def jacobian_figure(profiles: Mapping[str, Sequence[float] | np.ndarray]) -> Figure:
     """Mean singular-value profile per model (log y); ``profiles`` as :func:`~robaudit.audits.jacobian.
     singular_profiles` returns them."""

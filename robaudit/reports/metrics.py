@@ -29,7 +29,6 @@ from typing import Any, Literal
 from ..errors import InputError, RunError
 
 Kind = Literal["proportion", "number", "flag"]
-KINDS: tuple[Kind, ...] = ("proportion", "number", "flag")
 
 
 @dataclass(frozen=True)
