@@ -16,7 +16,7 @@ DIGITS = ["--model", "digits_cnn", "--pretrained", "--data", "digits"]
 
 OBFUSCATED = '''
 import torch
-from robaudit.demo_model import digits_cnn
+from robaudit.models.demo import digits_cnn
 from robaudit.models import ModelBuild
 
 

@@ -273,7 +273,7 @@ def test_pca_fit_cli_and_eval_with_input_defenses(cli, tmp_path: Path) -> None: 
     again = cli("pca", "fit", "--data", "digits", "--k", 8, "--out", artifact)
     assert again.code == 2 and "--overwrite" in again.err
 
-    model = "robaudit.demo_model:digits_cnn"
+    model = "robaudit.models.demo:digits_cnn"
     for defense, name in ((f"pca:path={artifact},k=32", "pca"), ("blur:sigma=1.0", "blur")):
         out = tmp_path / name
         args = ("eval", "--model", model, "--defense", defense, "--data", "digits", "--limit", 50, "--out", out)

@@ -15,7 +15,7 @@ import torch
 from robaudit.audits.base import AuditBatch
 from robaudit.audits.hybrid import DEFAULT_FMIX, HybridAudit, draw_partners, hybrid_images, reversal_frequency
 from robaudit.errors import InputError
-from robaudit.frequency import frequency_radius, low_pass_mask
+from robaudit.frequency.radius import frequency_radius, low_pass_mask
 
 
 def images(seed: int, n: int = 4, size: int = 16) -> torch.Tensor:
@@ -91,7 +91,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from robaudit.frequency import low_pass_mask
+from robaudit.frequency.radius import low_pass_mask
 from robaudit.models import ModelBuild, Preprocessing
 
 TEMPLATES = torch.from_numpy(np.load({templates!r})["templates"])

@@ -11,7 +11,7 @@ from torch import nn
 
 from robaudit.errors import InputError, RunError
 from robaudit.models import ModelSpec, load_model
-from robaudit.weights import file_sha256
+from robaudit.models.weights import file_sha256
 
 
 def test_timm_model_pixel_interface(tiny_models: Path) -> None:
@@ -78,7 +78,7 @@ def test_unknown_timm_tag_lists_the_available_ones() -> None:
 
 
 def test_importable_factory() -> None:
-    loaded = load_model(ModelSpec("robaudit.demo_model:digits_cnn"), "cpu")
+    loaded = load_model(ModelSpec("robaudit.models.demo:digits_cnn"), "cpu")
     assert loaded.num_classes == 10 and loaded.preprocessing.input_size == (3, 32, 32)
 
 
@@ -123,7 +123,7 @@ def test_cuda_request_without_cuda() -> None:
 def test_pretrained_offline_fails_fast(name: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import huggingface_hub.constants
 
-    from robaudit import downloads
+    from robaudit.models import downloads
 
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "hf"))
@@ -231,6 +231,6 @@ def test_old_checkpoint_without_batchnorm_counters(tmp_path: Path) -> None:
     net = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.Flatten(), nn.LazyLinear(2))
     net(torch.zeros(1, 3, 8, 8))
     state = {k: v for k, v in net.state_dict().items() if not k.endswith("num_batches_tracked")}
-    from robaudit.weights import apply_state_dict
+    from robaudit.models.weights import apply_state_dict
 
     apply_state_dict(net, state, source="old.pt")  # no error: the counters are bookkeeping

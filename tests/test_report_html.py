@@ -50,7 +50,7 @@ def _run(*args: object) -> None:
 
 def _write_spectrum(npz: Path, out: Path, eps: float) -> None:
     """A spectrum table as ``robaudit spectrum`` stores it: kind, summary, grid and cumulative in metadata."""
-    from robaudit.spectrum import UNITS, spectrum_of
+    from robaudit.frequency.spectrum import UNITS, spectrum_of
 
     with np.load(npz) as data:
         keep = np.isclose(data["eps"], eps) & data["success"].astype(bool)

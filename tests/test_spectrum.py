@@ -9,9 +9,9 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from robaudit.frequency import frequency_radius
+from robaudit.frequency.radius import frequency_radius
+from robaudit.frequency.spectrum import f_half, radial_cumulative, radius_grid, spectrum_of
 from robaudit.reports.writer import METADATA_KEY
-from robaudit.spectrum import f_half, radial_cumulative, radius_grid, spectrum_of
 
 N = 32
 

@@ -26,7 +26,7 @@ import pyarrow as pa
 import torch
 
 from ..errors import InputError, RunError
-from ..frequency import low_pass_mask
+from ..frequency.radius import low_pass_mask
 from .base import Audit, AuditBatch
 
 if TYPE_CHECKING:

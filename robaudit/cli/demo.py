@@ -26,7 +26,7 @@ def demo_command(
     a key-value cache built and tuned on it, white- and gray-box PGD against the cached model, hybrid images,
     its Jacobian, perturbation and corruption spectra, a Fourier heat map, common corruptions, and an HTML
     report of it all (the built-in suite `demo`)."""
-    from ..demo_model import train_digits_cnn, weights_path
+    from ..models.demo import train_digits_cnn, weights_path
     from .output import stderr
     from .run import load, run_suite
 

@@ -261,8 +261,8 @@ def perturbation_spectrum(
     """f0.5 and the spectrum plot of the perturbation file ``perturbations`` (its ``arrays``, as loaded)."""
     import numpy as np
 
+    from ..frequency.spectrum import UNITS, spectrum_of
     from ..reports.figures import save_png, spectrum_figure
-    from ..spectrum import UNITS, spectrum_of
     from .output import print_json, print_summary, stderr
 
     budgets = o.budget_list(eps)
@@ -319,10 +319,10 @@ def corruption_spectra(
 
     from .. import corruptions as catalog
     from ..data import load_dataset, select_samples
+    from ..frequency.spectrum import UNITS, difference_spectra
     from ..models import Preprocessing, load_model
     from ..reports.figures import corruption_spectra_figure, save_png
     from ..reports.writer import METADATA_KEY, canonical_json
-    from ..spectrum import UNITS, difference_spectra
     from .output import print_json, print_summary, progress_bar, stderr
 
     names = catalog.resolve_names(corruptions)

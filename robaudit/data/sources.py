@@ -100,7 +100,7 @@ def cifar10(arg: str | None = None, *, split: str | None = None, preprocessing: 
     try:
         ds = CIFAR10(str(root), train=train, download=False)
     except RuntimeError:
-        from ..downloads import host_reachable
+        from ..models.downloads import host_reachable
 
         if not host_reachable(urlparse(CIFAR10.url).hostname or ""):
             raise InputError(

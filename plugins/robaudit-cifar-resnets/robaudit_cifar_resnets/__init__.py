@@ -23,9 +23,9 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from robaudit.downloads import download_state_dict
 from robaudit.errors import InputError
 from robaudit.models import IMAGENET_MEAN, IMAGENET_STD, ModelBuild, Preprocessing
+from robaudit.models.downloads import download_state_dict
 from torch import nn
 
 __all__ = [

@@ -14,7 +14,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from urllib.parse import urlparse
 
-from .errors import RunError
+from ..errors import RunError
 
 PROBE_TIMEOUT_S = 3.0
 

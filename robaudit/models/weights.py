@@ -16,7 +16,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from .errors import InputError
+from ..errors import InputError
 
 _NESTED_KEYS = ("state_dict", "model_state_dict", "model", "module", "net", "network")
 

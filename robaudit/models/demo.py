@@ -15,8 +15,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from .data.sources import cache_dir
-from .models import ModelBuild, Preprocessing
+from ..data.sources import cache_dir
+from . import ModelBuild, Preprocessing
 
 log = logging.getLogger(__name__)
 
@@ -54,7 +54,7 @@ def weights_path() -> Path:
 
 def train_digits_cnn(path: Path | None = None, epochs: int = TRAIN_EPOCHS, seed: int = TRAIN_SEED) -> dict[str, Any]:
     """Train on the digits training split, save state dict + a JSON sidecar, return the sidecar's content."""
-    from .data.sources import digits
+    from ..data.sources import digits
 
     path = path or weights_path()
     generator = torch.Generator().manual_seed(seed)

@@ -14,8 +14,8 @@ from typing import Any
 
 import numpy as np
 
-from .errors import InputError
-from .frequency import frequency_radius
+from ..errors import InputError
+from .radius import frequency_radius
 
 UNITS = "cycles/pixel (axis Nyquist 0.5, corner 0.707)"
 
@@ -96,7 +96,7 @@ def difference_spectra(
     """
     import torch
 
-    from . import corruptions as catalog
+    from .. import corruptions as catalog
 
     rows: list[dict[str, Any]] = []
     total, done = len(names) * len(severities), 0

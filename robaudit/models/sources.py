@@ -2,16 +2,16 @@
 
 Each reads the model's own preprocessing (mean, std, input size, interpolation, crop) from the library:
 timm's pretrained config, torchvision's weight enums. Pretrained downloads go through the libraries' real
-code after a fast offline check (:mod:`robaudit.downloads`).
+code after a fast offline check (:mod:`robaudit.models.downloads`).
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+from ..errors import InputError, RunError, suggest
+from . import ModelBuild, Preprocessing
 from .downloads import hf_offline, require_hf, require_url, torch_hub_cached
-from .errors import InputError, RunError, suggest
-from .models import ModelBuild, Preprocessing
 
 _HF_WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin", "open_clip_pytorch_model.bin")
 
@@ -98,7 +98,7 @@ def _known_model_names() -> list[str]:
     import timm
     import torchvision
 
-    from . import plugins
+    from .. import plugins
 
     names = list(timm.list_models()) + [f"tv:{n}" for n in torchvision.models.list_models(module=torchvision.models)]
     return names + plugins.models.names()

@@ -27,9 +27,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from . import plugins
-from .errors import InputError, suggest
-from .registry import import_file, import_target
+from .. import plugins
+from ..errors import InputError, suggest
+from ..registry import import_file, import_target
 from .weights import apply_state_dict, file_sha256, read_state_dict
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
