@@ -179,7 +179,7 @@ def attack_command(
     audit.attach_surrogate(loaded_surrogate)
     run_and_report(audit, spec, report)
     if save_perturbations is not None:
-        from ..audits.attack import export_perturbations
+        from ..audits.attack.audit import export_perturbations
         from ..data import parse_shard
         from ..runner import report_path
         from .output import stderr

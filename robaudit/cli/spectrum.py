@@ -204,7 +204,7 @@ def minimal_perturbations(
 ) -> Path:
     """Run the attack audit in minimal mode (resumable, into the report folder) and export its perturbations."""
     from .. import plugins
-    from ..audits.attack import export_perturbations
+    from ..audits.attack.audit import export_perturbations
     from ..data import parse_shard
     from ..runner import report_path
     from .audit_commands import run_and_report

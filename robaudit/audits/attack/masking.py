@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ..reports.stats import wilson_interval
+from ...reports.stats import wilson_interval
 
 if TYPE_CHECKING:
     import pandas as pd

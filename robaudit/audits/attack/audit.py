@@ -36,15 +36,15 @@ import pyarrow as pa
 import torch
 import torch.nn.functional as F
 
-from ..attacks.base import Attack, build_attack, is_success
-from ..attacks.pgd import PGD
-from ..errors import InputError
-from .base import Audit, AuditBatch
+from ...attacks.base import Attack, build_attack, is_success
+from ...attacks.pgd import PGD
+from ...errors import InputError
+from ..base import Audit, AuditBatch
 
 if TYPE_CHECKING:
     import pandas as pd
 
-    from ..models import LoadedModel
+    from ...models import LoadedModel
 
 THREATS = ("white", "gray", "black")
 EPS_MODES = {"linf": "linf", "range-linf": "linf", "l2": "l2", "rel-l2": "l2"}
@@ -337,7 +337,7 @@ class AttackAudit(Audit):
 
 
 def _describer(model: LoadedModel) -> dict[str, str]:
-    from ..defenses.base import describe
+    from ...defenses.base import describe
 
     return {"defended": describe(model.defenses), "backbone": "none", "surrogate": "none"}
 
@@ -461,7 +461,7 @@ def export_perturbations(report: Path, out: Path) -> int:
     """Write the perturbations kept in an attack report to ``out`` (.npz), one per image x threat x ε."""
     import os
 
-    from ..reports.read import read_report
+    from ...reports.read import read_report
 
     rows, meta = read_report(report)
     rows = rows[rows["perturbation"].notna()] if "perturbation" in rows else rows.iloc[:0]
