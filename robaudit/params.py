@@ -2,15 +2,20 @@
 
 Values are read as booleans (``true``/``false``), ``none``, integers, floats, or else kept as strings. The
 parameter names are checked against the factory's keyword parameters, so a typo is an error that suggests
-the intended name instead of a silently ignored setting.
+the intended name instead of a silently ignored setting. :func:`build` turns such a string into an object
+through a registry (attacks and defenses alike), and :class:`Parameterized` is the one ``repr`` of things
+built from keyword parameters.
 """
 
 from __future__ import annotations
 
 import inspect
-from typing import Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from .errors import InputError, suggest
+
+if TYPE_CHECKING:
+    from .registry import Registry
 
 
 def parse_value(text: str) -> Any:
@@ -67,3 +72,33 @@ def check_params(kind: str, name: str, factory: Any, params: dict[str, Any]) -> 
     missing = [n for n, p in accepted.items() if p.default is inspect.Parameter.empty and n not in params]
     if missing:
         raise InputError(f"{kind} {name!r} needs {', '.join(f'{m}=...' for m in missing)}")
+
+
+class Parameterized:
+    """Something built from keyword parameters that its ``repr`` shows, e.g. ``pgd(eps_step=0.01, steps=10)``.
+
+    Attacks, defenses and audits share it: the ``repr`` is what reports record (an ``attack`` or ``defense``
+    column, the run's ``audit_repr``) and what tests use as ids, so it must show every parameter, sorted.
+    """
+
+    name: ClassVar[str]
+    params: dict[str, Any]
+
+    def __repr__(self) -> str:
+        args = ", ".join(f"{k}={v!r}" for k, v in sorted(self.params.items()))
+        return f"{self.name}({args})"
+
+
+def build(registry: Registry[Any], text: str, *, option: str, expected: type) -> Any:
+    """Instantiate ``NAME[:key=value,...]`` (the text of ``option``) through ``registry``.
+
+    Parameter names are checked against the factory first, so a typo is an error with a suggestion; the
+    factory must return an instance of ``expected`` (a plugin returning something else is named).
+    """
+    name, params = parse_spec(text, option)
+    factory = registry.get(name)
+    check_params(registry.kind, name, factory, params)
+    made = factory(**params)
+    if not isinstance(made, expected):
+        raise InputError(f"{registry.kind} factory {name!r} returned {type(made).__name__}, not a {expected.__name__}")
+    return made

@@ -5,10 +5,16 @@ model and the sha256 of its weights, defenses and their artifacts, data and its 
 chunking, shard, audit parameters) is
 stored with the partial results and in the final report, so that ``--resume`` can only continue the very
 same run. Batch size, workers and device are not part of it: they change speed, not results.
+
+The runner is the only writer: audits return rows, and what an audit asks to export from its finished
+report (``Audit.exports``) is written here too, with the target checked before anything is computed. An
+audit of the data alone (``Audit.needs_model`` False) runs without a model; the samples of the data must be
+what the audit takes (``Audit.inputs``: images in [0, 1], or perturbations).
 """
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -33,7 +39,7 @@ from .data import (
 )
 from .defenses.base import compose, describe
 from .errors import InputError
-from .models import LoadedModel, ModelSpec, load_model
+from .models import LoadedModel, ModelSpec, Preprocessing, load_model, resolve_device
 from .provenance import environment
 
 #: called with (images done so far, images in this run) as the run progresses
@@ -42,7 +48,8 @@ ProgressHook = Callable[[int, int], None]
 
 @dataclass(frozen=True)
 class RunSpec:
-    model: ModelSpec
+    #: None for an audit of the data alone
+    model: ModelSpec | None
     data: DataSpec
     seed: int = 0
     chunk_size: int = 256
@@ -71,7 +78,9 @@ class RunResult:
     chunks_resumed: int
     skipped: int
     seconds: float
-    model: LoadedModel = field(repr=False)
+    model: LoadedModel | None = field(repr=False)
+    #: what the audit's exports wrote, one message each
+    exported: list[str] = field(default_factory=list)
 
 
 def report_path(out_dir: Path, audit_name: str, shard: tuple[int, int]) -> Path:
@@ -108,23 +117,23 @@ def _chunk_table(
 
 
 def _audit_rows(
-    audit: Audit, model: LoadedModel, chunk: Chunk, batch: LoadedBatch, dataset: Dataset
+    audit: Audit, model: LoadedModel | None, device: Any, chunk: Chunk, batch: LoadedBatch, dataset: Dataset
 ) -> dict[str, np.ndarray]:
     import torch
 
     images = batch.images
     if not bool(torch.isfinite(images).all()):
         raise InputError(f"input images contain NaN or inf (data indices {batch.indices[:5].tolist()}...)")
-    if images.numel() and (float(images.min()) < 0 or float(images.max()) > 1):
+    if dataset.kind == "images" and images.numel() and (float(images.min()) < 0 or float(images.max()) > 1):
         raise InputError("input pixels must lie in [0, 1]; the data source produced values outside")
     labels = dataset.labels[batch.indices]
     audit_batch = AuditBatch(
         batch.indices,
-        images.to(model.device),
-        torch.from_numpy(labels).to(model.device),
+        images.to(device),
+        torch.from_numpy(labels).to(device),
         dataset.sample_info(batch.indices),
     )
-    rows = audit.run_batch(model, audit_batch)
+    rows = audit.run_batch(model, audit_batch)  # type: ignore[arg-type]  # None only for audits without a model
     defense = rows.pop("defense", None)
     sample = rows.pop("sample", np.arange(len(batch.indices)))
     n = len(sample)
@@ -133,9 +142,25 @@ def _audit_rows(
         index=batch.indices[sample],
         label=labels[sample],
         skipped=np.zeros(n, dtype=bool),
-        defense=defense if defense is not None else np.full(n, describe(model.defenses), dtype=object),
+        defense=defense if defense is not None else np.full(n, _defense(model), dtype=object),
     )
     return rows
+
+
+def _defense(model: LoadedModel | None) -> str:
+    return describe(model.defenses) if model is not None else "none"
+
+
+def _check_exports(audit: Audit) -> None:
+    """An export's target must be writable before hours of computing, not after."""
+    for target, _ in audit.exports():
+        folder = Path(target).parent
+        if Path(target).is_dir():
+            raise InputError(f"{target} is a folder; name the file to write")
+        if not folder.is_dir():
+            raise InputError(f"cannot write {target}: the folder {folder} does not exist")
+        if not os.access(folder, os.W_OK):
+            raise InputError(f"cannot write {target}: the folder {folder} is not writable")
 
 
 def _skipped(files: list[Path]) -> int:
@@ -157,10 +182,21 @@ def run_audit(
     from .reports.writer import ReportWriter
 
     started = time.perf_counter()
-    model = compose(load_model(spec.model, spec.device), list(spec.defenses))
-    audit.prepare(model)
-    dataset = load_dataset(spec.data, model.preprocessing)
-    if dataset.labels.max() >= model.num_classes:
+    spec = audit.adjust_spec(spec)
+    _check_exports(audit)
+    model: LoadedModel | None = None
+    if spec.model is not None:
+        model = compose(load_model(spec.model, spec.device), list(spec.defenses))
+        audit.prepare(model)
+    elif audit.needs_model:
+        raise InputError(f"the {audit.name} audit needs a model: pass --model")
+    elif spec.defenses:
+        raise InputError("--defense needs a --model to defend")
+    device = model.device if model is not None else resolve_device(spec.device)
+    dataset = load_dataset(spec.data, model.preprocessing if model is not None else Preprocessing())
+    if dataset.kind != audit.inputs:
+        raise InputError(f"{spec.data.source} holds {dataset.kind}, but the {audit.name} audit takes {audit.inputs}")
+    if model is not None and dataset.kind == "images" and dataset.labels.max() >= model.num_classes:
         raise InputError(
             f"the data has labels up to {int(dataset.labels.max())} but the model has "
             f"{model.num_classes} outputs; pass --num-classes or use matching weights"
@@ -171,11 +207,11 @@ def run_audit(
     identity = {
         "audit": audit.name,
         "params": audit.params,
-        "model": asdict(spec.model),
-        "weights_sha256": model.provenance.get("weights_sha256"),
+        "model": asdict(spec.model) if spec.model is not None else None,
+        "weights_sha256": model.provenance.get("weights_sha256") if model is not None else None,
         # the weights themselves: pretrained weights from a hub may change without any path changing
-        "model_fingerprint": model.fingerprint,
-        "defenses": [{"repr": repr(d), "artifacts": d.artifacts()} for d in model.defenses],
+        "model_fingerprint": model.fingerprint if model is not None else None,
+        "defenses": [{"repr": repr(d), "artifacts": d.artifacts()} for d in model.defenses] if model else [],
         # --on-bad-image is left out: chunks finished under "fail" held no bad image, so a run stopped by
         # one can be resumed with "skip", as the error message suggests.
         "data": {k: v for k, v in asdict(spec.data).items() if k != "on_bad_image"},
@@ -191,7 +227,13 @@ def run_audit(
     )
     if writer.complete:
         return RunResult(
-            writer.path, len(chunks), len(chunks), _skipped([writer.path]), time.perf_counter() - started, model
+            writer.path,
+            len(chunks),
+            len(chunks),
+            _skipped([writer.path]),
+            time.perf_counter() - started,
+            model,
+            [write(writer.path, Path(target)) for target, write in audit.exports()],
         )
     done = writer.done_chunks()
     todo = [c for c in chunks if c.id not in done]
@@ -208,14 +250,12 @@ def run_audit(
             )
         failures += batch.failures
         if len(batch.indices):
-            parts.append(_audit_rows(audit, model, chunk, batch, dataset))
+            parts.append(_audit_rows(audit, model, device, chunk, batch, dataset))
         processed += len(batch.indices) + len(batch.failures)
         if progress is not None:
             progress(processed, total)
         if last:
-            writer.write_chunk(
-                chunk.id, _chunk_table(audit, chunk, dataset.labels, parts, failures, describe(model.defenses))
-            )
+            writer.write_chunk(chunk.id, _chunk_table(audit, chunk, dataset.labels, parts, failures, _defense(model)))
             parts, failures = [], []
     skipped = _skipped(sorted(writer.partial.glob("chunk-*.parquet")))
     metadata = {
@@ -223,7 +263,9 @@ def run_audit(
         "audit_repr": repr(audit),
         "run_spec": asdict(spec),
         "seed": spec.seed,
-        "model": {**model.provenance, "num_classes": model.num_classes, "preprocessing": model.preprocessing.as_dict()},
+        "model": {**model.provenance, "num_classes": model.num_classes, "preprocessing": model.preprocessing.as_dict()}
+        if model is not None
+        else None,
         "data": {
             "description": dataset.description,
             "num_classes": dataset.num_classes,
@@ -232,9 +274,10 @@ def run_audit(
             "chunks": len(chunks),
             "skipped": skipped,
         },
-        **environment(model.device),
+        **environment(device),
     }
     path = writer.finish(metadata)
+    exported = [write(path, Path(target)) for target, write in audit.exports()]
     return RunResult(
-        path, len(chunks), len(done & {c.id for c in chunks}), skipped, time.perf_counter() - started, model
+        path, len(chunks), len(done & {c.id for c in chunks}), skipped, time.perf_counter() - started, model, exported
     )

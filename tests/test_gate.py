@@ -16,24 +16,26 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import pytest
 
+from robaudit.audits.attack import AttackAudit
+from robaudit.audits.corruptions import CorruptionsAudit
+from robaudit.audits.fourier_map import FourierMapAudit
+from robaudit.audits.hybrid import HybridAudit
+from robaudit.audits.jacobian import JacobianAudit
+from robaudit.audits.spectrum import SpectrumAudit
 from robaudit.errors import InputError
 from robaudit.gate import evaluate, judge_drop, newcombe_interval, parse_policy
-from robaudit.reports.metrics import (
-    Metric,
-    Report,
-    attack_metrics,
-    collect_metrics,
-    corruptions_metrics,
-    flatten_summary,
-    fourier_map_metrics,
-    hybrid_metrics,
-    jacobian_metrics,
-    report_metrics,
-    scheme_markdown,
-    spectrum_metrics,
-)
+from robaudit.reports.folder import Report
+from robaudit.reports.metrics import Metric, collect_metrics, flatten_summary, report_metrics, scheme_markdown
+
+attack_metrics = AttackAudit.metrics
+corruptions_metrics = CorruptionsAudit.metrics
+hybrid_metrics = HybridAudit.metrics
+spectrum_metrics = SpectrumAudit.metrics
+jacobian_metrics = JacobianAudit.metrics
+fourier_map_metrics = FourierMapAudit.metrics
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -228,13 +230,13 @@ def test_frequency_audits_and_plugin_summaries(monkeypatch: pytest.MonkeyPatch) 
 
     class Own:
         @classmethod
-        def metrics(cls, summary: dict[str, Any]) -> dict[str, Metric]:
-            return {"mine.special": Metric("mine.special", summary["score"] * 2, "number", higher_is_better=True)}
+        def metrics(cls, summary: dict[str, Any], metadata: dict[str, Any]) -> list[Metric]:
+            return [Metric("mine.special", summary["score"] * 2, "number", higher_is_better=True)]
 
     from robaudit import plugins
 
     monkeypatch.setattr(plugins.audits, "get", lambda name: Own)
-    report = Report("mine", [Path("mine.parquet")], {"audit": "mine"}, {"score": 3})
+    report = Report("mine", [Path("mine.parquet")], pd.DataFrame(), {"audit": "mine"}, {"score": 3})
     assert report_metrics(report)["mine.special"].value == 6
     assert report_metrics(report)["mine.special"].report == "mine.parquet"
 

@@ -19,25 +19,23 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from robaudit.audits.attack.report import curves_figure
+from robaudit.audits.corruptions import CorruptionsAudit
+from robaudit.data import DataSpec
 from robaudit.errors import InputError
-from robaudit.reports import figures as F
-from robaudit.reports.html import example_images, write_html
-from robaudit.reports.markdown import (
-    FLAG_STATES,
-    Report,
-    Variant,
-    collect,
-    headline,
-    num,
-    read_one,
-    report_tables,
-    write_markdown,
-)
+from robaudit.presentation.digest import key_numbers, report_tables
+from robaudit.presentation.examples import example_images
+from robaudit.presentation.html import write_html
+from robaudit.presentation.markdown import write_markdown
+from robaudit.reports import plots
+from robaudit.reports.content import FLAG_STATES, num
+from robaudit.reports.folder import Report, Variant, load_folder, read_group
 from robaudit.reports.writer import METADATA_KEY, canonical_json
 
 # The demo model untrained: training it would take most of this file's time budget, and report structure does
 # not depend on what the model learned.
 MODEL = ["-m", "digits_cnn", "-d", "digits"]
+DIGITS = DataSpec("digits")
 
 
 def _run(*args: object) -> None:
@@ -48,40 +46,6 @@ def _run(*args: object) -> None:
     assert info.value.code == 0, f"robaudit {' '.join(map(str, args))} exited {info.value.code}"
 
 
-def _write_spectrum(npz: Path, out: Path, eps: float) -> None:
-    """A spectrum table as ``robaudit spectrum`` stores it: kind, summary, grid and cumulative in metadata."""
-    from robaudit.frequency.spectrum import UNITS, spectrum_of
-
-    with np.load(npz) as data:
-        keep = np.isclose(data["eps"], eps) & data["success"].astype(bool)
-        delta = data["delta"][keep].astype(np.float32)
-    result = spectrum_of(delta, 25)
-    summary = {
-        "f_half_of_mean": float(result["f_half_of_mean"]),
-        "f_half_median": float(np.nanmedian(result["f_half"])),
-        "f_half_q25": float(np.nanquantile(result["f_half"], 0.25)),
-        "f_half_q75": float(np.nanquantile(result["f_half"], 0.75)),
-        "images": int(keep.sum()),
-        "threat": "white",
-        "eps": eps,
-        "successful_only": True,
-        "grid_points": 25,
-        "units": UNITS,
-    }
-    meta = {
-        "kind": "spectrum",
-        "source": str(npz),
-        "summary": summary,
-        "grid": result["grid"].tolist(),
-        "cumulative": result["cumulative"].tolist(),
-    }
-    table = pa.table({"f_half": result["f_half"]}).replace_schema_metadata(
-        {METADATA_KEY: canonical_json(meta).encode()}
-    )
-    out.parent.mkdir(parents=True, exist_ok=True)
-    pq.write_table(table, out)
-
-
 def _rewrite_metadata(source: Path, target: Path, change: Any) -> None:
     table = pq.read_table(source)
     meta = json.loads(table.schema.metadata[METADATA_KEY])
@@ -90,16 +54,20 @@ def _rewrite_metadata(source: Path, target: Path, change: Any) -> None:
     pq.write_table(table.replace_schema_metadata({METADATA_KEY: canonical_json(meta).encode()}), target)
 
 
+def read_one(path: Path) -> Report:
+    return read_group([path])
+
+
 @pytest.fixture(scope="module")
 def suite(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Two variants: ``base`` (eval, PGD sweep with kept perturbations, spectrum, hybrid, Jacobian, Fourier
-    map) and ``blur`` (eval and minimal DDN perturbations behind a blur defense)."""
+    """Two variants: ``base`` (eval, PGD sweep with kept perturbations, their spectrum, hybrid, Jacobian,
+    Fourier map) and ``blur`` (eval and minimal DDN perturbations behind a blur defense)."""
     root = tmp_path_factory.mktemp("suite")
     base, blur = root / "base", root / "blur"
     _run("eval", *MODEL, "--limit", 48, "-o", base)
     _run("attack", *MODEL, "--limit", 32, "--eps", "0.05,0.1", "-a", "pgd:steps=3", "--check-samples", 4,
          "--save-perturbations", base / "p.npz", "-o", base)  # fmt: skip
-    _write_spectrum(base / "p.npz", base / "p-spectrum" / "spectrum.parquet", 0.1)
+    _run("spectrum", "-p", base / "p.npz", "--eps", "0.1", "-o", base)
     _run("hybrid", *MODEL, "--limit", 32, "--fmix", "0,0.1,0.3,1", "-o", base)
     _run("jacobian", *MODEL, "--limit", 8, "-o", base)
     _run("fourier-map", *MODEL, "--limit", 8, "--step", 8, "-o", base)
@@ -111,7 +79,7 @@ def suite(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def page(suite: Path) -> tuple[Path, str]:
-    path = write_html(suite)
+    path = write_html(suite, data=DIGITS)
     return path, path.read_text(encoding="utf-8")
 
 
@@ -172,7 +140,7 @@ def test_suite_page_has_every_section_and_only_inline_resources(suite: Path, pag
     assert path == suite / "report.html"
     parsed = _parse(text)
     sections = {variant: {kind for v, kind in parsed.sections if v == variant} for variant in ("base", "blur")}
-    common = {"run", "key-numbers", "clean-accuracy", "masking", "attack", "examples"}
+    common = {"run", "key-numbers", "eval", "masking", "attack", "examples"}
     assert sections["base"] == common | {"spectrum", "hybrid", "jacobian", "fourier-map"}
     assert sections["blur"] == common
     assert (None, "comparison") in parsed.sections
@@ -200,23 +168,23 @@ def test_flag_boxes_follow_the_attack_summary(suite: Path, page: tuple[Path, str
     assert ("blur", "unbounded_attack_fails", "not run") in parsed.flags  # minimal mode runs no such check
 
 
-def test_the_spectrum_folder_belongs_to_its_attack_and_the_comparison_lists_both(suite: Path) -> None:
-    digest = collect(suite)
-    assert [v.name for v in digest.variants] == ["base", "blur"]
-    base = digest.variants[0]
-    assert [r.name for r in base.of_kind("spectrum")] == ["p-spectrum/spectrum.parquet"]
-    key = headline(base)
+def test_key_numbers_of_every_report_and_the_comparison_lists_both(suite: Path) -> None:
+    folder = load_folder(suite)
+    assert [v.name for v in folder.variants] == ["base", "blur"]
+    base = folder.variants[0]
+    assert [r.name for r in base.of_kind("spectrum")] == ["spectrum.parquet"]
+    key = key_numbers(base)
     assert key["f0.5 (white)"] == f"{base.of_kind('spectrum')[0].summary['f_half_of_mean']:.3g}"
     assert key["f_rev"] != "–" or base.first("hybrid").summary["f_rev"] is None  # type: ignore[union-attr]
-    assert "median l2 white" in headline(digest.variants[1])  # the model under audit carries no judge suffix
+    assert "median l2 white" in key_numbers(folder.variants[1])  # the model under audit carries no judge suffix
 
 
 def test_examples_show_clean_plus_delta_and_corruptions(suite: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import robaudit.corruptions
 
     monkeypatch.setattr(robaudit.corruptions, "corrupt", lambda images, name, severity, seed=0: 1 - images)
-    base = collect(suite).variants[0]
-    fig, notes = example_images(base)
+    base = load_folder(suite).variants[0]
+    fig, notes = example_images(base, DIGITS)
     assert fig is not None and notes == []
     axes = fig.axes
     columns = 3 + 4  # clean, adversarial, perturbation, four corruptions
@@ -230,25 +198,43 @@ def test_examples_show_clean_plus_delta_and_corruptions(suite: Path, monkeypatch
     assert "adversarial (white, ε=0.1)" in " ".join(axes[1].get_title().split())
 
 
-def test_examples_note_what_cannot_be_shown(suite: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_examples_note_what_cannot_be_shown(suite: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import robaudit.corruptions
 
     def unavailable(images: Any, name: str, severity: int, seed: int = 0) -> Any:
         raise InputError(f"unknown corruption {name!r}")
 
     monkeypatch.setattr(robaudit.corruptions, "corrupt", unavailable)
-    fig, notes = example_images(collect(suite).variants[1])
+    fig, notes = example_images(load_folder(suite).variants[1], DIGITS)
     assert fig is not None and len(fig.axes) == 4  # clean images only: minimal mode kept no perturbation
     assert len(notes) == 2 and notes[1].startswith("corrupted examples not shown: gaussian_noise: unknown")
     assert "contrast: unknown corruption 'contrast'" in notes[1]
+    # other data than the audits': no example, and a note why
+    fig, notes = example_images(load_folder(suite).variants[1], DataSpec("digits", split="train"))
+    assert fig is None and "not the data these reports were computed on" in notes[0]
 
-    def elsewhere(meta: dict[str, Any]) -> None:
-        meta["run_spec"]["data"]["source"] = f"npz:{tmp_path / 'gone.npz'}"
 
-    _rewrite_metadata(suite / "base" / "eval.parquet", tmp_path / "moved" / "eval.parquet", elsewhere)
-    text = write_html(tmp_path / "moved").read_text(encoding="utf-8")
-    assert "example images not shown: the data" in text and "gone.npz" in text
-    assert "<img" not in text
+def test_a_report_never_points_the_page_at_files(suite: Path, tmp_path: Path) -> None:
+    """A crafted report naming a private folder as its data (and no fingerprint) makes the page read nothing
+    from it: example images come only from --data, matched by fingerprint."""
+    from PIL import Image
+
+    private = tmp_path / "private" / "secret"
+    private.mkdir(parents=True)
+    marker = np.zeros((32, 32, 3), dtype=np.uint8)
+    marker[:, :, 0] = 255
+    Image.fromarray(marker).save(private / "marker.png")
+    before = (private / "marker.png").stat().st_atime_ns
+
+    def pointing(meta: dict[str, Any]) -> None:
+        meta["run_spec"]["data"]["source"] = f"imagefolder:{private.parent}"
+        meta["identity"].pop("data_fingerprint")
+
+    _rewrite_metadata(suite / "blur" / "eval.parquet", tmp_path / "crafted" / "eval.parquet", pointing)
+    for data in (None, DIGITS):
+        text = write_html(tmp_path / "crafted", data=data).read_text(encoding="utf-8")
+        assert "<img" not in text and "example images not shown" in text
+    assert (private / "marker.png").stat().st_atime_ns == before
 
 
 def test_bad_folders_are_input_errors(cli, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
@@ -268,9 +254,9 @@ def test_unfinished_runs_are_ignored_and_foreign_files_listed(suite: Path, tmp_p
     (tmp_path / "attack.parquet.partial").mkdir()
     shutil.copy(suite / "blur" / "attack.parquet", tmp_path / "attack.parquet.partial" / "chunk-000000.parquet")
     pq.write_table(pa.table({"x": [1]}), tmp_path / "notes.parquet")
-    digest = collect(tmp_path)
-    assert [r.name for v in digest.variants for r in v.reports] == ["eval.parquet"]
-    assert len(digest.problems) == 1 and digest.problems[0].startswith("notes.parquet: ")
+    folder = load_folder(tmp_path)
+    assert [r.name for v in folder.variants for r in v.reports] == ["eval.parquet"]
+    assert len(folder.problems) == 1 and folder.problems[0].startswith("notes.parquet: ")
     parsed = _parse(write_html(tmp_path).read_text(encoding="utf-8"))
     assert (None, "problems") in parsed.sections and (None, "attack") not in parsed.sections
 
@@ -301,7 +287,8 @@ def test_report_html_cli(cli, suite: Path, tmp_path: Path) -> None:  # type: ign
     result = cli("report", "html", suite / "blur", "-o", tmp_path / "out" / "blur.html")
     assert result.code == 0 and str(tmp_path / "out" / "blur.html") in result.out
     assert "Variant:" not in (tmp_path / "out" / "blur.html").read_text(encoding="utf-8")  # one variant: no suite
-    assert (suite / "blur" / "figures" / "attack-minimal.png").is_file()
+    assert (tmp_path / "out" / "figures" / "attack-minimal.png").is_file()  # beside the page, never in the folder
+    assert not (suite / "blur" / "figures").exists()
 
 
 CORRUPTIONS = [
@@ -334,21 +321,18 @@ CORRUPTIONS_SUMMARY: dict[str, Any] = {
 }
 
 
-def test_corruptions_summary_gives_tables_figures_and_examples_choice() -> None:
-    from robaudit.reports.html import _corruption_names, report_figures
-
-    report = Report(
-        Path("corruptions.parquet"), "corruptions", pd.DataFrame(), {}, CORRUPTIONS_SUMMARY, "corruptions.parquet"
-    )
+def test_corruptions_summary_gives_tables_figures_and_key_numbers() -> None:
+    meta = {"audit": "corruptions"}
+    report = Report("corruptions", [Path("corruptions.parquet")], pd.DataFrame(), meta, CORRUPTIONS_SUMMARY)
+    report.name = "corruptions.parquet"
     variant = Variant("v", Path("."), [report])
     summary_table = report_tables(report)[0]
     assert ["mCE (reference = 100)", "72.3 ± 1.2"] in summary_table.rows
-    figures = report_figures(report, variant)
-    assert [name for name, _, _ in figures] == ["corruption-errors", "corruption-heatmap", "noise-curve"]
-    assert "mCE = 72.3" in figures[0][2].axes[0].get_title()
-    assert figures[1][2].axes[0].get_title() == "mCE = 72.3 ± 1.2"
-    assert headline(variant)["mCE"] == "72.34" and headline(variant)["clean top-1"] == "90.0 %"
-    assert _corruption_names(variant) == ["gaussian_noise", "fog", "defocus_blur"]
+    figures = CorruptionsAudit.figures(report)
+    assert [f.name for f in figures] == ["corruptions", "corruptions-heatmap", "corruptions-noise"]
+    assert "mCE = 72.3" in figures[0].figure.axes[0].get_title()
+    assert figures[1].figure.axes[0].get_title() == "mCE = 72.3 ± 1.2"
+    assert key_numbers(variant)["mCE"] == "72.34" and key_numbers(variant)["clean top-1"] == "90.0 %"
 
 
 def test_an_unknown_summary_is_shown_as_generic_tables() -> None:
@@ -359,7 +343,7 @@ def test_an_unknown_summary_is_shown_as_generic_tables() -> None:
         "corruptions": [{"corruption": "fog", "severity": 3, "f_half_of_mean": 0.12, "curve": [0.1, 0.2]}],
         "nested": {"a": {"b": 1}},
     }
-    report = Report(Path("x.parquet"), "corruption-spectrum", pd.DataFrame(), {}, summary, "x.parquet")
+    report = Report("derived-table", [Path("x.parquet")], pd.DataFrame(), {}, summary, "x.parquet")
     tables = report_tables(report)
     assert [t.caption for t in tables] == ["Summary", "by_band", "corruptions"]
     assert tables[0].rows == [["images", "8"], ["units", "cycles/pixel"]]
@@ -373,11 +357,11 @@ def test_svg_ids_are_prefixed_per_figure() -> None:
         for e, a in [(0.01, 0.8), (0.03, 0.2)]
     ]
     summary = {"curves": curves}
-    fig = F.attack_curves_figure(summary, num_classes=10)
+    fig = curves_figure(summary, num_classes=10, clean={})
     (ax,) = fig.axes
     assert any(list(line.get_ydata()) == [0.1, 0.1] for line in ax.get_lines())  # the chance line
     assert len(ax.collections) == 1  # one Wilson band
-    one, two = F.to_svg(fig, "one"), F.to_svg(fig, "two")
+    one, two = plots.to_svg(fig, "one"), plots.to_svg(fig, "two")
     assert one.startswith("<svg") and "<?xml" not in one
     import re
 

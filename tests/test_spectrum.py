@@ -81,34 +81,39 @@ def _write_npz(path: Path, **overrides: object) -> Path:
     return path
 
 
-def test_cli_end_to_end(cli, tmp_path: Path) -> None:
+def _summary(result) -> dict:  # type: ignore[no-untyped-def]
+    assert result.code == 0, result.err
+    return json.loads(result.out)["summary"]  # type: ignore[no-any-return]
+
+
+def test_cli_end_to_end(cli, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     npz = _write_npz(tmp_path / "p.npz")
     out = tmp_path / "spec"
-    result = cli("spectrum", "--perturbations", npz, "--out", out, "--json")
-    assert result.code == 0, result.err
-    summary = json.loads(result.out)
+    summary = _summary(cli("spectrum", "--perturbations", npz, "--out", out, "--json"))
     assert summary["images"] == 5
     assert "cycles/pixel" in summary["units"]
     for key in ("f_half_of_mean", "f_half_median", "f_half_q25", "f_half_q75"):
         assert 0 < summary[key] < 0.71
     assert (out / "spectrum.png").stat().st_size > 0
+    # a regular report: one row per kept perturbation, the summary derived from the rows
     table = pq.read_table(out / "spectrum.parquet")
     assert table.num_rows == 5
-    assert set(table.column_names) == {"index", "label", "threat", "eps", "f_half"}
+    assert {"index", "data_index", "threat", "eps", "f_half", "radial_power"} <= set(table.column_names)
     meta = json.loads(table.schema.metadata[METADATA_KEY])
-    assert meta["summary"]["f_half_of_mean"] == pytest.approx(summary["f_half_of_mean"])
-    assert json.loads(cli("spectrum", "-p", npz, "-o", out, "--json", "--all").out)["images"] == 6
+    assert meta["audit"] == "spectrum" and "summary" not in meta
+    expected = spectrum_of(np.load(npz)["delta"][:5].astype(np.float32))["f_half_of_mean"]
+    assert summary["f_half_of_mean"] == pytest.approx(expected)
+    assert _summary(cli("spectrum", "-p", npz, "-o", tmp_path / "all", "--json", "--all"))["images"] == 6
 
 
-def test_cli_filters_threat(cli, tmp_path: Path) -> None:
+def test_cli_filters_threat(cli, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     npz = _write_npz(tmp_path / "p.npz", threat=np.array(["white", "gray"] * 3))
     assert cli("spectrum", "-p", npz, "-o", tmp_path / "s").code == 2
-    result = cli("spectrum", "-p", npz, "-o", tmp_path / "s", "--threat", "gray", "--json")
-    assert result.code == 0, result.err
-    assert json.loads(result.out)["images"] == 2  # rows 1, 3 (row 5 failed)
+    summary = _summary(cli("spectrum", "-p", npz, "-o", tmp_path / "s", "--threat", "gray", "--json"))
+    assert summary["images"] == 2  # rows 1, 3 (row 5 failed)
 
 
-def test_cli_bad_input(cli, tmp_path: Path) -> None:
+def test_cli_bad_input(cli, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     assert cli("spectrum", "-p", tmp_path / "nope.npz").code == 2
     assert cli("spectrum", "-p", _write_npz(tmp_path / "a.npz", success=None)).code == 2
     corrupt = tmp_path / "c.npz"
@@ -118,80 +123,53 @@ def test_cli_bad_input(cli, tmp_path: Path) -> None:
     result = cli("spectrum", "-p", wide)
     assert result.code == 2
     assert "square" in result.err
+    # a perturbation file is no image data: other audits refuse it
+    images = cli("eval", "-m", "digits_cnn", "-d", f"perturbations:{_write_npz(tmp_path / 'e.npz')}", "-o", tmp_path)
+    assert images.code == 2 and "holds perturbations" in images.err
 
 
 def test_cli_computes_minimal_perturbations_for_a_model(cli, tiny_models: Path, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     out = tmp_path / "s"
-    result = cli(
-        "spectrum",
-        "-m",
-        f"{tiny_models}:tiny",
-        "-d",
-        "digits",
-        "--limit",
-        "6",
-        "-a",
-        "ddn:steps=20",
-        "-o",
-        out,
-        "--json",
-    )
-    assert result.code == 0, result.err
-    summary = json.loads(result.out)
+    model = ["-m", f"{tiny_models}:tiny", "-d", "digits", "--limit", "6"]
+    summary = _summary(cli("spectrum", *model, "-a", "ddn:steps=20", "-o", out, "--json"))
     assert summary["threat"] == "white" and 0 < summary["images"] <= 6
-    assert (out / "attack.parquet").is_file() and (out / "perturbations.npz").is_file()
     assert (out / "spectrum.png").stat().st_size > 0
+    # the same perturbations, saved by the attack audit, give the same spectrum
+    attack = cli("attack", *model, "--minimal", "-a", "ddn:steps=20", "--threat", "white", "--no-checks",
+                 "--save-perturbations", tmp_path / "p.npz", "-o", tmp_path / "a")  # fmt: skip
+    assert attack.code == 0, attack.err
+    saved = _summary(cli("spectrum", "-p", tmp_path / "p.npz", "-o", tmp_path / "from-file", "--json"))
+    assert saved["images"] == summary["images"]
+    assert saved["f_half_of_mean"] == pytest.approx(summary["f_half_of_mean"], abs=1e-3)
     # a file of 32x32 perturbations does not fit a model of another input size
     wrong = cli(
-        "spectrum", "-p", out / "perturbations.npz", "-m", f"{tiny_models}:tiny", "--input-size", "3,64,64", "-o", out
+        "spectrum", "-p", tmp_path / "p.npz", "-m", f"{tiny_models}:tiny", "--input-size", "3,64,64", "-o", out / "w"
     )
     assert wrong.code == 2 and "takes" in wrong.err
     # ... nor perturbations of other images than --data names; the data they came from is accepted
     other = cli(
-        "spectrum",
-        "-p",
-        out / "perturbations.npz",
-        "-m",
-        f"{tiny_models}:tiny",
-        "-d",
-        "digits",
-        "--split",
-        "train",
-        "-o",
-        out,
-    )
+        "spectrum", "-p", tmp_path / "p.npz", "-m", f"{tiny_models}:tiny", "-d", "digits", "--split", "train",
+        "-o", out / "o",
+    )  # fmt: skip
     assert other.code == 2 and "data fingerprint" in other.err
-    same = cli(
-        "spectrum", "-p", out / "perturbations.npz", "-m", f"{tiny_models}:tiny", "-d", "digits", "-o", out / "again"
-    )
+    same = cli("spectrum", "-p", tmp_path / "p.npz", "-m", f"{tiny_models}:tiny", "-d", "digits", "-o", out / "again")
     assert same.code == 0, same.err
 
 
 def test_cli_spectra_of_corruptions_place_noise_above_fog(cli, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     out = tmp_path / "c"
-    result = cli(
-        "spectrum",
-        "--of",
-        "corruptions",
-        "-d",
-        "digits",
-        "--limit",
-        "16",
-        "-c",
-        "gaussian_noise,fog",
-        "--severities",
-        "3",
-        "-o",
-        out,
-        "--json",
-    )
-    assert result.code == 0, result.err
-    summary = json.loads(result.out)
+    args = ["-d", "digits", "--limit", "16", "-c", "gaussian_noise,fog", "--severities", "3", "-o", out, "--json"]
+    summary = _summary(cli("spectrum", "--of", "corruptions", *args))
     by_name = {r["corruption"]: r["f_half_of_mean"] for r in summary["corruptions"]}
     assert by_name["fog"] < 0.1 < by_name["gaussian_noise"]
     assert summary["by_band"]["low"] < summary["by_band"]["high"]
-    table = pq.read_table(out / "corruption_spectrum.parquet")
-    assert table.num_rows == 2 and json.loads(table.schema.metadata[METADATA_KEY])["kind"] == "corruption-spectrum"
+    table = pq.read_table(out / "corruption-spectrum.parquet")
+    assert (
+        table.num_rows == 2 * 16 and json.loads(table.schema.metadata[METADATA_KEY])["audit"] == "corruption-spectrum"
+    )
+    # the audit's own command computes the same
+    again = _summary(cli("corruption-spectrum", *args[:-3], "-o", tmp_path / "again", "--json"))
+    assert again["corruptions"] == summary["corruptions"]
 
 
 def test_cli_spectrum_modes_bad_input(cli, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]

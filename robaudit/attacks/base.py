@@ -23,12 +23,12 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
-from ..errors import InputError
+from ..params import Parameterized
 
 NORMS = ("linf", "l2")
 
 
-class Attack(ABC):
+class Attack(Parameterized, ABC):
     name: ClassVar[str]
     norm: ClassVar[str]
     minimization: ClassVar[bool] = False
@@ -36,10 +36,6 @@ class Attack(ABC):
 
     def __init__(self, **params: Any) -> None:
         self.params = params
-
-    def __repr__(self) -> str:
-        args = ", ".join(f"{k}={v!r}" for k, v in sorted(self.params.items()))
-        return f"{self.name}({args})"
 
     @abstractmethod
     def run(
@@ -63,12 +59,6 @@ def is_success(logits: torch.Tensor, labels: torch.Tensor, targets: torch.Tensor
 def build_attack(text: str) -> Attack:
     """Instantiate one ``--attack NAME[:key=value,...]`` through the attack registry."""
     from .. import plugins
-    from ..params import check_params, parse_spec
+    from ..params import build
 
-    name, params = parse_spec(text, "--attack")
-    factory = plugins.attacks.get(name)
-    check_params("attack", name, factory, params)
-    attack = factory(**params)
-    if not isinstance(attack, Attack):
-        raise InputError(f"attack factory {name!r} returned {type(attack).__name__}, not an Attack")
-    return attack
+    return build(plugins.attacks, text, option="--attack", expected=Attack)

@@ -12,17 +12,20 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, ClassVar
 
-import numpy as np
-import pyarrow as pa
-import torch
-
 from ..errors import InputError, RunError
+from ..reports.content import FigureSpec, Table, num, pairs, pct
+from ..reports.metrics import Metric, Pattern, present
 from .base import Audit, AuditBatch
+from .options import Option
 
 if TYPE_CHECKING:
+    import numpy as np
     import pandas as pd
+    import torch
+    from matplotlib.figure import Figure
 
     from ..models import LoadedModel
+    from ..reports.folder import Report
 
 #: perturbed images per forward pass (images × frequencies are chunked to this)
 MAX_FORWARD = 2048
@@ -31,6 +34,8 @@ BANDS = ("low", "mid", "high")
 
 def frequency_grid(h: int, w: int, step: int = 1) -> np.ndarray:
     """``(F, 2)`` unshifted FFT indices ``(u, v)`` of the half plane, every ``step``-th u and v."""
+    import numpy as np
+
     u, v = np.meshgrid(np.arange(0, h, step), np.arange(0, w // 2 + 1, step), indexing="ij")
     return np.stack([u.ravel(), v.ravel()], axis=1)
 
@@ -42,6 +47,8 @@ def signed(k: np.ndarray, n: int) -> np.ndarray:
 
 def fourier_basis(h: int, w: int, freqs: np.ndarray) -> torch.Tensor:
     """``(F, h, w)`` real, unit-L2 basis images: ``Re(IFFT2`` of a one-hot at ``(u, v)`` plus ``(-u, -v))``."""
+    import torch
+
     u, v = torch.from_numpy(freqs[:, 0]), torch.from_numpy(freqs[:, 1])
     spectrum = torch.zeros(len(freqs), h, w, dtype=torch.complex128)
     rows = torch.arange(len(freqs))
@@ -51,20 +58,35 @@ def fourier_basis(h: int, w: int, freqs: np.ndarray) -> torch.Tensor:
     return (basis / basis.flatten(1).norm(dim=1)[:, None, None]).float()
 
 
+ERROR = Pattern("fourier-map.error", "proportion", False, "error under Fourier-basis noise, over all frequencies")
+BAND_ERROR = Pattern(
+    "fourier-map.band.<band>.error", "proportion", False, "error under Fourier-basis noise in one band"
+)
+
+
 class FourierMapAudit(Audit):
     """Error rate under a perturbation along each Fourier basis image: the Fourier heat map."""
 
     name = "fourier-map"
-    columns: ClassVar[dict[str, pa.DataType]] = {
-        "u": pa.int32(),
-        "v": pa.int32(),
-        "radius": pa.float64(),
-        "sign": pa.int8(),
-        "prediction": pa.int64(),
-        "correct": pa.bool_(),
+    title = "Fourier heat map"
+    order = 45
+    options = (
+        Option("norm", "L2 norm ε of the perturbation per channel (4 suits 32×32).", default=4.0, type=float),
+        Option("step", "Use every s-th u and v (cost falls as 1/s²).", default=1, type=int),
+    )
+    metric_patterns = (ERROR, BAND_ERROR)
+    columns: ClassVar[dict[str, Any]] = {
+        "u": "int32",
+        "v": "int32",
+        "radius": "float64",
+        "sign": "int8",
+        "prediction": "int64",
+        "correct": "bool",
     }
 
     def __init__(self, *, norm: float = 4.0, step: int = 1, seed: int = 0) -> None:
+        import numpy as np
+
         super().__init__(norm=float(norm), step=int(step), seed=int(seed))
         if not norm > 0 or not np.isfinite(norm):
             raise InputError(f"--norm must be a positive L2 norm, got {norm}")
@@ -72,6 +94,9 @@ class FourierMapAudit(Audit):
             raise InputError(f"--step must be >= 1, got {step}")
 
     def run_batch(self, model: LoadedModel, batch: AuditBatch) -> dict[str, np.ndarray]:
+        import numpy as np
+        import torch
+
         x, y = batch.images, batch.labels
         n, _, h, w = x.shape
         if h != w:
@@ -106,6 +131,8 @@ class FourierMapAudit(Audit):
 
     @classmethod
     def summarize(cls, rows: pd.DataFrame, metadata: dict[str, Any]) -> dict[str, Any]:
+        import numpy as np
+
         done = rows[~rows["skipped"]]
         summary: dict[str, Any] = {"samples": int(done["index"].nunique()), "skipped": int(rows["skipped"].sum())}
         if done.empty:
@@ -138,3 +165,93 @@ class FourierMapAudit(Audit):
             map=cells,
         )
         return summary
+
+    # -- what the report means -----------------------------------------------------------------------------------
+    @classmethod
+    def metrics(cls, summary: dict[str, Any], metadata: dict[str, Any]) -> list[Metric]:
+        n = summary.get("samples")
+        out: list[Metric | None] = [ERROR.metric("fourier-map.error", summary.get("error"), samples=n)]
+        for band in summary.get("bands", []):
+            out.append(BAND_ERROR.metric(f"fourier-map.band.{band['band']}.error", band.get("error"), samples=n))
+        return present(out)
+
+    @classmethod
+    def tables(cls, summary: dict[str, Any], metadata: dict[str, Any]) -> list[Table]:
+        worst = summary.get("worst") or {}
+        units = summary.get("radius_units", "")
+        bands = [
+            (
+                f"{b['band']} band error (radius {num(b['radius'][0])}–{num(b['radius'][1])} {units})",
+                pct(b.get("error")),
+            )
+            for b in summary.get("bands", [])
+        ]
+        rows = [
+            ("mean error over all frequencies", pct(summary.get("error"))),
+            *bands,
+            ("worst frequency (u, v)", f"({worst['u']}, {worst['v']}): {pct(worst['error'])}" if worst else "–"),
+            ("images", str(summary.get("samples", "–"))),
+        ]
+        return [pairs("Fourier heat map", rows)]
+
+    @classmethod
+    def key_numbers(cls, summary: dict[str, Any], metadata: dict[str, Any]) -> dict[str, str]:
+        return {"Fourier-map error": pct(summary.get("error"))}
+
+    @classmethod
+    def figures(cls, report: Report) -> list[FigureSpec]:
+        fig = fourier_map_figure(report.summary)
+        return [FigureSpec("fourier-map", "Error rate per Fourier basis direction (DC in the centre)", fig)]
+
+
+def fourier_grid(cells: list[dict[str, Any]]) -> tuple[list[int], list[int], np.ndarray]:
+    """The full (u, v) plane of a Fourier-map summary's half-plane cells: rows ``us``, columns ``vs``.
+
+    A real perturbation at (u, v) equals the one at (−u, −v), so the half plane is mirrored; a Nyquist
+    index (−n/2 with n even) is its own alias at +n/2, so it is shown on both edges.
+    """
+    import numpy as np
+
+    measured = {(int(c["u"]), int(c["v"])): float(c["error"]) for c in cells}
+    full = dict(measured)
+    full.update({(-u, -v): e for (u, v), e in measured.items()})
+    for axis in (0, 1):
+        low = min(key[axis] for key in full)
+        if low < 0 and -low not in {key[axis] for key in measured}:
+            for key, e in list(full.items()):
+                if key[axis] == low:
+                    full[(-low, key[1]) if axis == 0 else (key[0], -low)] = e
+    full.update({(-u, -v): e for (u, v), e in list(full.items())})
+    us = sorted({u for u, _ in full})
+    vs = sorted({v for _, v in full})
+    grid = np.full((len(us), len(vs)), np.nan)
+    for (u, v), e in full.items():
+        grid[us.index(u), vs.index(v)] = e
+    return us, vs, grid
+
+
+def fourier_map_figure(summary: dict[str, Any]) -> Figure:
+    """Heat map of the error rate over (u, v), DC in the centre."""
+    import numpy as np
+
+    from ..reports.plots import new_figure, no_data
+
+    fig, (ax,) = new_figure(5.5, 4.5)
+    cells = summary.get("map") or []
+    if not cells:
+        no_data(ax, "no Fourier-map rows")
+        return fig
+    us, vs, grid = fourier_grid(cells)
+    image = ax.imshow(np.ma.masked_invalid(grid), cmap="viridis", vmin=0, vmax=1, origin="lower")
+
+    def ticks(values: list[int]) -> list[int]:
+        return [k for k in range(len(values)) if len(values) <= 17 or k % 4 == 0]
+
+    ax.set_yticks(ticks(us), [str(us[k]) for k in ticks(us)])
+    ax.set_xticks(ticks(vs), [str(vs[k]) for k in ticks(vs)])
+    ax.set_ylabel("u (rows)")
+    ax.set_xlabel("v (columns)")
+    ax.set_title("error rate per Fourier basis perturbation", fontsize=9)
+    fig.colorbar(image, ax=ax, label="error rate")
+    fig.tight_layout()
+    return fig

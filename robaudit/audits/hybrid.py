@@ -21,18 +21,20 @@ from __future__ import annotations
 import math
 from typing import TYPE_CHECKING, Any, ClassVar
 
-import numpy as np
-import pyarrow as pa
-import torch
-
 from ..errors import InputError, RunError
-from ..frequency.radius import low_pass_mask
+from ..reports.content import FigureSpec, Table, finite, num, pairs, text
+from ..reports.metrics import Metric, Pattern, present
 from .base import Audit, AuditBatch
+from .options import Option, float_list
 
 if TYPE_CHECKING:
+    import numpy as np
     import pandas as pd
+    import torch
+    from matplotlib.figure import Figure
 
     from ..models import LoadedModel
+    from ..reports.folder import Report
 
 #: the reference's ALPHAS (percent of Nyquist / 100)
 DEFAULT_FMIX = (0, 0.03, 0.04, 0.05, 0.06, 0.08, 0.09, 0.11, 0.13, 0.15, 0.17, 0.19, 0.22, 0.27, 0.33, 0.42, 0.57, 1.0)
@@ -42,17 +44,25 @@ BOOTSTRAP = 1000
 
 def hybrid_images(low: torch.Tensor, high: torch.Tensor, fmix: float) -> torch.Tensor:
     """``Re(IFFT2(FFT2(low)·M + FFT2(high)·(1−M)))`` per channel, clipped to [0, 1]; M is the f_mix disc."""
+    import torch
+
     return mix_spectra(torch.fft.fft2(low), torch.fft.fft2(high), fmix, low.dtype)
 
 
 def mix_spectra(low: torch.Tensor, high: torch.Tensor, fmix: float, dtype: torch.dtype) -> torch.Tensor:
     """The hybrid images of two batches given by their 2-D spectra (so a sweep transforms each image once)."""
+    import torch
+
+    from ..frequency.radius import low_pass_mask
+
     mask = torch.from_numpy(low_pass_mask(low.shape[-1], fmix)).to(low.device)
     return torch.fft.ifft2(torch.where(mask, low, high)).real.clamp(0, 1).to(dtype)
 
 
 def draw_partners(labels: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """Per position, the position of a partner with a different label: a repaired random permutation."""
+    import numpy as np
+
     n = len(labels)
     perm = rng.permutation(n)
     if np.unique(labels, return_counts=True)[1].max() * 2 <= n:
@@ -78,23 +88,39 @@ def reversal_frequency(fmix: np.ndarray, d: np.ndarray) -> tuple[float | None, s
     return None, f"D stays negative up to f_mix={fmix[-1]:g}"
 
 
+F_REV = Pattern("hybrid.f_rev", "number", None, "reversal frequency of hybrid images, mean over repeats")
+F_REV_STD = Pattern("hybrid.f_rev_std", "number", None, "standard deviation of f_rev over repeats")
+
+
 class HybridAudit(Audit):
     """Hybrid images of two classes over a sweep of mixing frequencies; the reversal frequency f_rev."""
 
     name = "hybrid"
+    title = "Hybrid images (reversal frequency)"
+    order = 30
     batch_dependent = True
-    columns: ClassVar[dict[str, pa.DataType]] = {
-        "repeat": pa.int32(),
-        "fmix": pa.float64(),
-        "low_label": pa.int64(),
-        "high_label": pa.int64(),
-        "high_index": pa.int64(),
-        "prediction": pa.int64(),
-        "p_low": pa.float32(),
-        "p_high": pa.float32(),
-        "pred_low": pa.bool_(),
-        "pred_high": pa.bool_(),
+    columns: ClassVar[dict[str, Any]] = {
+        "repeat": "int32",
+        "fmix": "float64",
+        "low_label": "int64",
+        "high_label": "int64",
+        "high_index": "int64",
+        "prediction": "int64",
+        "p_low": "float32",
+        "p_high": "float32",
+        "pred_low": "bool",
+        "pred_high": "bool",
     }
+    options = (
+        Option(
+            "fmix",
+            "Mixing frequencies to sweep, comma-separated, normalized (1 = Nyquist); "
+            "default: the 18-point grid of Li et al. 2023.",
+            parse=lambda v: list(float_list(v, "--fmix")),
+        ),
+        Option("repeats", "Independent random pairings (f_rev: mean ± std).", default=1, type=int),
+    )
+    metric_patterns = (F_REV, F_REV_STD)
 
     def __init__(self, *, fmix: list[float] | None = None, repeats: int = 1, seed: int = 0) -> None:
         grid = sorted({float(f) for f in (DEFAULT_FMIX if fmix is None else fmix)})
@@ -111,6 +137,9 @@ class HybridAudit(Audit):
             raise InputError("hybrid images mix two classes: the model needs at least 2 classes")
 
     def run_batch(self, model: LoadedModel, batch: AuditBatch) -> dict[str, np.ndarray]:
+        import numpy as np
+        import torch
+
         x, y = batch.images, batch.labels
         if x.shape[-1] != x.shape[-2]:
             raise InputError(f"hybrid images need square images, got {tuple(x.shape[-2:])}")
@@ -155,6 +184,8 @@ class HybridAudit(Audit):
 
     @classmethod
     def summarize(cls, rows: pd.DataFrame, metadata: dict[str, Any]) -> dict[str, Any]:
+        import numpy as np
+
         done = rows[~rows["skipped"]]
         grid = np.sort(done["fmix"].unique())
         repeats = sorted(int(r) for r in done["repeat"].unique())
@@ -209,3 +240,71 @@ class HybridAudit(Audit):
             curve=curve,
         )
         return summary
+
+    # -- what the report means -----------------------------------------------------------------------------------
+    @classmethod
+    def metrics(cls, summary: dict[str, Any], metadata: dict[str, Any]) -> list[Metric]:
+        repeats = int(summary.get("repeats") or 0)
+        spread = summary.get("f_rev_std")
+        # f_rev is a mean over repeats: its standard error is the spread over repeats / sqrt(repeats)
+        stderr = spread / math.sqrt(repeats) if spread is not None and repeats >= 2 else None
+        return present(
+            [
+                F_REV.metric("hybrid.f_rev", summary.get("f_rev"), stderr=stderr),
+                F_REV_STD.metric("hybrid.f_rev_std", spread),
+            ]
+        )
+
+    @classmethod
+    def tables(cls, summary: dict[str, Any], metadata: dict[str, Any]) -> list[Table]:
+        s = summary
+        f_rev = num(s.get("f_rev"))
+        if finite(s.get("f_rev")) and finite(s.get("f_rev_std")) and (s.get("repeats") or 0) > 1:
+            f_rev = f"{s['f_rev']:.3f} ± {s['f_rev_std']:.3f}"
+        return [
+            pairs(
+                "Reversal frequency",
+                [
+                    ("f_rev", f_rev),
+                    ("units", text(s.get("f_rev_units"))),
+                    ("repeats", text(s.get("repeats"))),
+                    ("images", text(s.get("samples"))),
+                    ("skipped images", text(s.get("skipped"))),
+                    *((("note", str(s["f_rev_note"])),) if s.get("f_rev_note") else ()),
+                ],
+            )
+        ]
+
+    @classmethod
+    def key_numbers(cls, summary: dict[str, Any], metadata: dict[str, Any]) -> dict[str, str]:
+        return {"f_rev": num(summary.get("f_rev"))}
+
+    @classmethod
+    def figures(cls, report: Report) -> list[FigureSpec]:
+        return [FigureSpec("hybrid", "D(f_mix) with bootstrap 95 % band; dotted: f_rev", hybrid_figure(report.summary))]
+
+
+def hybrid_figure(summary: dict[str, Any]) -> Figure:
+    """D vs f_mix with its bootstrap 95 % band and the f_rev marker."""
+    from ..reports.plots import new_figure, no_data
+
+    fig, (ax,) = new_figure(6.0, 4.0)
+    curve = summary.get("curve") or []
+    if not curve:
+        no_data(ax, summary.get("f_rev_note") or "no hybrid rows")
+        return fig
+    f = [c["fmix"] for c in curve]
+    ax.fill_between(f, [c["D_ci95"][0] for c in curve], [c["D_ci95"][1] for c in curve], alpha=0.3, label="95 % CI")
+    ax.plot(f, [c["D"] for c in curve], marker="o", label="D = acc(low) − acc(high)")
+    ax.plot(f, [c["p_low"] - c["p_high"] for c in curve], ls="--", label="mean p(low) − p(high)")
+    ax.axhline(0, color="grey", lw=0.8)
+    if summary.get("f_rev") is not None:
+        ax.axvline(summary["f_rev"], color="red", ls=":", label=f"f_rev = {summary['f_rev']:.3f}")
+    ax.set_xscale("symlog", linthresh=0.03)
+    ax.set_xlim(0, max(f))
+    ax.set_xlabel("f_mix (normalized, 1 = Nyquist)")
+    ax.set_ylabel("D")
+    ax.set_title(summary.get("f_rev_note") or "hybrid images: reversal frequency", fontsize=9)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig

@@ -24,17 +24,20 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, ClassVar
 
-import numpy as np
-import pyarrow as pa
-import torch
-
 from ..errors import InputError, RunError
+from ..reports.content import FigureSpec, Table, num, pairs, text
+from ..reports.metrics import Metric, Pattern, present
 from .base import Audit, AuditBatch
+from .options import Option
 
 if TYPE_CHECKING:
+    import numpy as np
     import pandas as pd
+    import torch
+    from matplotlib.figure import Figure
 
     from ..models import LoadedModel
+    from ..reports.folder import Report
 
 METHODS = ("auto", "exact", "randomized")
 #: ``auto`` computes J exactly up to this many classes
@@ -43,6 +46,8 @@ EXACT_MAX_CLASSES = 100
 
 def _probabilities(module: torch.nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """(p = softmax(output) with graph to ``x``, predictions)."""
+    import torch
+
     out = module(x).float()
     if not bool(torch.isfinite(out).all()):
         raise RunError("the model produced NaN or inf outputs; the Jacobian is undefined")
@@ -51,12 +56,16 @@ def _probabilities(module: torch.nn.Module, x: torch.Tensor) -> tuple[torch.Tens
 
 def _vjp(p: torch.Tensor, x: torch.Tensor, u: torch.Tensor, create_graph: bool = False) -> torch.Tensor:
     """Jᵀu per image: (N, C) -> (N, D)."""
+    import torch
+
     (g,) = torch.autograd.grad(p, x, grad_outputs=u, retain_graph=True, create_graph=create_graph)
     return g.flatten(1)
 
 
 def exact_jacobian(module: torch.nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """(J as (N, C, D), predictions), one backward pass per class."""
+    import torch
+
     x = x.detach().clone().requires_grad_(True)
     p, prediction = _probabilities(module, x)
     eye = torch.eye(p.shape[1], device=p.device, dtype=p.dtype)
@@ -66,6 +75,8 @@ def exact_jacobian(module: torch.nn.Module, x: torch.Tensor) -> tuple[torch.Tens
 
 def exact_stats(jacobian: torch.Tensor, prediction: torch.Tensor, k: int) -> dict[str, torch.Tensor]:
     """Frobenius norm, top-k singular values and predicted-row norm from the full J (N, C, D)."""
+    import torch
+
     j64 = jacobian.double()
     gram = j64 @ j64.transpose(1, 2)
     singular = torch.linalg.eigvalsh(gram).flip(-1).clamp_min(0).sqrt()[:, :k]
@@ -79,6 +90,9 @@ def exact_stats(jacobian: torch.Tensor, prediction: torch.Tensor, k: int) -> dic
 
 def _gaussian(indices: np.ndarray, seed: int, shape: tuple[int, ...], stream: int) -> torch.Tensor:
     """Per-image standard normal draws from (seed, stream, image index): independent of batching."""
+    import numpy as np
+    import torch
+
     draws = [np.random.default_rng([seed, stream, int(i)]).standard_normal(shape) for i in indices]
     return torch.from_numpy(np.stack(draws)).float()
 
@@ -94,6 +108,8 @@ def randomized_stats(
     seed: int,
 ) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
     """Estimated statistics (as :func:`exact_stats`) from VJPs and JVPs only, and the predictions."""
+    import torch
+
     x = x.detach().clone().requires_grad_(True)
     p, prediction = _probabilities(module, x)
     classes = p.shape[1]
@@ -123,17 +139,38 @@ def randomized_stats(
     return {"frobenius": frobenius, "singular": singular, "predicted": predicted}, prediction
 
 
+MEDIAN_FROBENIUS = Pattern(
+    "jacobian.<role>.median_frobenius", "number", False, "median Frobenius norm of dp/dx (role: backbone or defended)"
+)
+FROBENIUS_RATIO = Pattern("jacobian.frobenius_ratio", "number", False, "defended / backbone median Frobenius norm")
+
+
 class JacobianAudit(Audit):
     """Norms and top singular values of ∂softmax/∂pixels, for the backbone and the defended model."""
 
     name = "jacobian"
-    columns: ClassVar[dict[str, pa.DataType]] = {
-        "model_role": pa.string(),
-        "prediction": pa.int64(),
-        "frobenius": pa.float32(),
-        "top_singular": pa.list_(pa.float32()),
-        "predicted_row_norm": pa.float32(),
-        "method": pa.string(),
+    title = "Input-output Jacobian"
+    order = 40
+    batch_size = 16
+    options = (
+        Option("top_k", "Singular values kept per image.", default=5, type=int),
+        Option(
+            "method",
+            "auto (exact up to 100 classes), exact (one backward pass per class) or randomized "
+            "(power iteration + Hutchinson probes).",
+            default="auto",
+        ),
+        Option("probes", "Hutchinson probes (randomized method).", default=16, type=int),
+        Option("power_iters", "Power iterations (randomized method).", default=20, type=int),
+    )
+    metric_patterns = (MEDIAN_FROBENIUS, FROBENIUS_RATIO)
+    columns: ClassVar[dict[str, Any]] = {
+        "model_role": "string",
+        "prediction": "int64",
+        "frobenius": "float32",
+        "top_singular": "list<float32>",
+        "predicted_row_norm": "float32",
+        "method": "string",
     }
 
     def __init__(
@@ -158,6 +195,9 @@ class JacobianAudit(Audit):
             raise InputError(f"the Jacobian needs differentiable defenses; {', '.join(broken)} is not")
 
     def run_batch(self, model: LoadedModel, batch: AuditBatch) -> dict[str, np.ndarray]:
+        import numpy as np
+        import torch
+
         from ..defenses.base import describe
 
         models: dict[str, tuple[torch.nn.Module, str]] = {"backbone": (model.base, "none")}
@@ -200,6 +240,8 @@ class JacobianAudit(Audit):
 
     @classmethod
     def summarize(cls, rows: pd.DataFrame, metadata: dict[str, Any]) -> dict[str, Any]:
+        import numpy as np
+
         done = rows[~rows["skipped"]]
         models: dict[str, dict[str, Any]] = {}
         for role in ("backbone", "defended"):
@@ -226,9 +268,83 @@ class JacobianAudit(Audit):
             summary["median_frobenius_ratio"] = models["defended"]["median_frobenius"] / base if base else float("nan")
         return summary
 
+    # -- what the report means -----------------------------------------------------------------------------------
+    @classmethod
+    def metrics(cls, summary: dict[str, Any], metadata: dict[str, Any]) -> list[Metric]:
+        out: list[Metric | None] = [
+            MEDIAN_FROBENIUS.metric(f"jacobian.{role}.median_frobenius", figures.get("median_frobenius"))
+            for role, figures in summary.get("models", {}).items()
+        ]
+        out.append(FROBENIUS_RATIO.metric("jacobian.frobenius_ratio", summary.get("median_frobenius_ratio")))
+        return present(out)
+
+    @classmethod
+    def tables(cls, summary: dict[str, Any], metadata: dict[str, Any]) -> list[Table]:
+        models = summary.get("models") or {}
+        tables = [
+            Table(
+                f"Jacobian of the softmax w.r.t. pixels ({summary.get('method', 'n/a')})",
+                ["model", "defense", "median ‖J‖_F", "mean ‖J‖_F", "mean top σ", "mean predicted-row norm", "images"],
+                [
+                    [
+                        role,
+                        text(m.get("defense")),
+                        num(m.get("median_frobenius")),
+                        num(m.get("mean_frobenius")),
+                        num(m.get("mean_top_singular")),
+                        num(m.get("mean_predicted_row_norm")),
+                        text(m.get("samples")),
+                    ]
+                    for role, m in models.items()
+                ],
+            )
+        ]
+        if "median_frobenius_ratio" in summary:
+            tables.append(
+                pairs("Defense effect", [("median ‖J‖_F defended / backbone", num(summary["median_frobenius_ratio"]))])
+            )
+        return tables
+
+    @classmethod
+    def key_numbers(cls, summary: dict[str, Any], metadata: dict[str, Any]) -> dict[str, str]:
+        return {
+            f"median ‖J‖_F {role}": num(m.get("median_frobenius")) for role, m in (summary.get("models") or {}).items()
+        }
+
+    @classmethod
+    def figures(cls, report: Report) -> list[FigureSpec]:
+        return [
+            FigureSpec("jacobian", "Mean singular values of ∂p/∂x", jacobian_figure(singular_profiles(report.rows)))
+        ]
+
+
+def jacobian_figure(profiles: dict[str, Any]) -> Figure:
+    """Mean singular-value profile per model (log y), as :func:`singular_profiles` returns them."""
+    from matplotlib.ticker import MaxNLocator
+
+    from ..reports.plots import new_figure, no_data, wrapped
+
+    fig, (ax,) = new_figure(6.0, 4.6)
+    if not profiles:
+        no_data(ax, "no Jacobian rows")
+        return fig
+    for label, profile in profiles.items():
+        # defended models have long descriptions (the cache's parameters): wrap them below the axes
+        ax.plot(range(1, len(profile) + 1), profile, marker="o", label=wrapped(label))
+    ax.set_yscale("log")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_xlabel("singular value rank")
+    ax.set_ylabel("mean singular value of ∂p/∂x")
+    ax.set_title("Jacobian singular-value profile")
+    ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.18), frameon=False)
+    fig.tight_layout()
+    return fig
+
 
 def singular_profiles(rows: pd.DataFrame) -> dict[str, np.ndarray]:
     """Mean top-k singular values per model (labelled ``role: defense``), from a report's rows."""
+    import numpy as np
+
     done = rows[~rows["skipped"]]
     profiles = {}
     for role in ("backbone", "defended"):

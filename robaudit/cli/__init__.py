@@ -1,8 +1,10 @@
 """The ``robaudit`` command line: thin commands over library calls.
 
 Only typer and rich are imported at start-up; each command imports torch and friends when it runs, so
-``robaudit --help`` stays fast. :func:`main` is the single place where errors become exit codes: a
-:class:`~robaudit.errors.RobauditError` prints one line on stderr and exits 2 (input) or 3 (runtime).
+``robaudit --help`` stays fast. Audit commands come from the audit registry (:class:`CommandGroup`): every
+registered audit, a plugin's included, is a command, made when it is first asked for. :func:`main` is the
+single place where errors become exit codes: a :class:`~robaudit.errors.RobauditError` prints one line on
+stderr and exits 2 (input) or 3 (runtime).
 """
 
 from __future__ import annotations
@@ -12,22 +14,82 @@ import os
 import sys
 import traceback
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import click
 import typer
+from typer.core import TyperGroup
 
 from .. import __version__
 from ..errors import EXIT_INPUT, EXIT_RUNTIME, RobauditError
 from . import audit_commands, cache, corruptions, demo, listing, pca, report
-from .fourier_map import fourier_map_command
 from .gate import gate_command
-from .hybrid import hybrid_command
-from .jacobian import jacobian_command
 from .run import run_command
-from .spectrum import spectrum_command
+
+
+class CommandGroup(TyperGroup):
+    """The root group: the commands declared below, plus one command per registered audit.
+
+    An audit whose name a declared command group already uses (``corruptions``, whose group holds
+    ``preview``) becomes that group's default subcommand; an audit whose name a plain command uses stays
+    reachable through ``robaudit audit NAME``.
+    """
+
+    def list_commands(self, ctx: Any) -> list[str]:
+        from .. import plugins
+
+        declared = super().list_commands(ctx)
+        return [*[n for n in plugins.audits.names() if n not in declared], *declared]
+
+    def get_command(self, ctx: Any, name: str) -> Any:
+        from .. import plugins
+
+        declared = super().get_command(ctx, name)
+        if (declared is not None and not isinstance(declared, TyperGroup)) or name not in plugins.audits:
+            return declared
+        try:
+            made = audit_commands.click_command(plugins.audits.get(name), name)
+        except RobauditError as exc:  # a broken plugin is shown in the listing and explained when run
+            return _broken(name, exc)
+        if declared is None:
+            return made
+        if audit_commands.AUDIT not in declared.commands:
+            declared.add_command(made, audit_commands.AUDIT)
+            declared.__class__ = AuditByDefault
+        return declared
+
+
+class AuditByDefault(TyperGroup):
+    """A group that runs its ``audit`` subcommand unless the first argument names another subcommand."""
+
+    def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
+        if not args or args[0] not in self.commands:
+            args = [audit_commands.AUDIT, *args]
+        return super().parse_args(ctx, args)
+
+
+def _broken(name: str, error: RobauditError) -> Any:
+    """A stand-in command for an audit that cannot be loaded: listed with the reason, failing when run."""
+    sub = typer.Typer(add_completion=False)
+
+    @sub.command(name, help=f"(cannot be loaded: {error})", context_settings={"ignore_unknown_options": True})
+    def fail(args: Annotated[list[str] | None, typer.Argument(hidden=True)] = None) -> None:
+        raise error
+
+    return typer.main.get_command(sub)
+
+
+def _load_plugins(ctx: Any, param: Any, directories: list[Path] | None) -> list[Path] | None:
+    """Import plugin files while the command line is read, so their audits are commands already."""
+    for directory in directories or []:
+        from ..plugins import load_plugin_dir
+
+        load_plugin_dir(directory)
+    return directories
+
 
 app = typer.Typer(
+    cls=CommandGroup,
     name="robaudit",
     no_args_is_help=True,
     add_completion=False,
@@ -47,7 +109,12 @@ def _version(value: bool) -> None:
 def _root(
     plugins_dir: Annotated[
         list[Path] | None,
-        typer.Option("--plugins-dir", help="Load every *.py plugin file in this folder (repeatable)."),
+        typer.Option(
+            "--plugins-dir",
+            help="Load every *.py plugin file in this folder (repeatable).",
+            callback=_load_plugins,
+            is_eager=True,
+        ),
     ] = None,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log progress details on stderr.")] = False,
     version: Annotated[
@@ -68,18 +135,9 @@ def _root(
         format="%(message)s",
         handlers=[RichHandler(console=stderr, show_path=False, show_time=False)],
     )
-    for directory in plugins_dir or []:
-        from ..plugins import load_plugin_dir
-
-        load_plugin_dir(directory)
 
 
-app.command("eval")(audit_commands.eval_command)
-app.command("attack")(audit_commands.attack_command)
-app.command("jacobian")(jacobian_command)
-app.command("hybrid")(hybrid_command)
-app.command("fourier-map")(fourier_map_command)
-app.command("spectrum")(spectrum_command)
+app.command("audit")(audit_commands.generic_command)
 app.add_typer(corruptions.app, name="corruptions")
 app.command("gate")(gate_command)
 app.command("demo")(demo.demo_command)

@@ -1,7 +1,16 @@
-"""Audit commands: each builds a RunSpec from shared options, runs the audit, prints its summary."""
+"""Audit commands, made from the audit registry: one command per audit, and ``robaudit audit NAME``.
+
+Each registered audit (a plugin's too) becomes ``robaudit NAME``: the shared model, data and run options
+(:mod:`.options`) plus the audit's own declared options (``Audit.options``), with the shared
+``--batch-size``/``--chunk-size`` defaults the audit asks for. ``robaudit audit NAME --option key=value``
+runs any registered audit with the same shared options, for audits whose name a built-in command already
+uses or for scripts that take the audit's name as data. Both end in :func:`run_and_report`: run with a
+progress bar, print the summary, write every figure of the audit as a PNG next to the report.
+"""
 
 from __future__ import annotations
 
+import inspect
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -10,191 +19,137 @@ import typer
 from . import options as o
 
 if TYPE_CHECKING:
+    from ..audits.base import Audit
     from ..runner import RunSpec
 
-ATTACK = "Attack"
+#: the subcommand name of an audit inside a command group of the same name (``robaudit corruptions audit``)
+AUDIT = "audit"
 
 
-def run_and_report(audit: Any, spec: Any, report: o.ReportOptions, *, quiet: bool = False) -> dict[str, Any]:
-    """Run ``audit`` with a progress bar, then print (unless ``quiet``) the summary derived from the report."""
-    from ..reports.read import read_report
+def run_and_report(audit: Audit, spec: RunSpec, report: o.ReportOptions) -> dict[str, Any]:
+    """Run ``audit`` with a progress bar, print the summary derived from the report, write its figures."""
+    from ..reports.folder import read_group
+    from ..reports.plots import save_png
     from ..runner import run_audit
     from .output import print_json, print_summary, progress_bar, stderr
 
     with progress_bar(f"{audit.name}") as hook:
         result = run_audit(audit, spec, report.out, resume=report.resume, overwrite=report.overwrite, progress=hook)
-    rows, meta = read_report(result.path)
-    summary = type(audit).summarize(rows, meta)
+    finished = read_group([result.path])
     if result.chunks_resumed:
         stderr.print(f"resumed: {result.chunks_resumed} of {result.chunks_total} chunks were already done")
-    if report.as_json and not quiet:
-        print_json({"report": str(result.path), "summary": summary})
-    elif not quiet:
-        defended = " + ".join(spec.defenses)
-        model = f"{spec.model.name} + {defended}" if defended else spec.model.name
-        print_summary(f"{audit.name}: {model} on {meta['data']['description']}", summary)
+    if report.as_json:
+        print_json({"report": str(result.path), "summary": finished.summary})
+    else:
+        described = finished.meta.get("data", {}).get("description", "")
+        print_summary(f"{audit.name}: {_model_label(spec)} on {described}", finished.summary)
         stderr.print(f"report: {result.path}")
-    return summary
+    for spec_ in type(audit).figures(finished) if finished.audit is not None else []:
+        stderr.print(f"plot: {save_png(spec_.figure, report.out / f'{spec_.name}.png')}")
+    for message in result.exported:
+        stderr.print(message)
+    return finished.summary
 
 
-@o.audit_command()
-def eval_command(
-    spec: RunSpec,
-    report: o.ReportOptions,
-) -> None:
-    """Clean accuracy (top-1, top-5) with a row per image: prediction, confidence, correct."""
-    from .. import plugins
-
-    audit = plugins.audits.get("eval")()
-    run_and_report(audit, spec, report)
+def _model_label(spec: RunSpec) -> str:
+    if spec.model is None:
+        return "no model"
+    defended = " + ".join(spec.defenses)
+    return f"{spec.model.name} + {defended}" if defended else spec.model.name
 
 
-@o.audit_command(batch_size=64, chunk_size=128)
-def attack_command(
-    spec: RunSpec,
-    report: o.ReportOptions,
-    eps: Annotated[
-        str | None,
-        typer.Option(
-            "--eps",
-            help="Budgets to sweep, e.g. 0.01,0.02,0.04 or 2/255,8/255 (in --eps-mode units).",
-            rich_help_panel=ATTACK,
-        ),
-    ] = None,
-    attack: Annotated[
-        str,
-        typer.Option(
-            "--attack",
-            "-a",
-            help="NAME[:key=value,...] (robaudit attacks lists them), e.g. pgd:steps=20 or ddn.",
-            rich_help_panel=ATTACK,
-        ),
-    ] = "pgd",
-    eps_mode: Annotated[
-        str,
-        typer.Option(
-            "--eps-mode",
-            help="linf | l2 (absolute radii in [0,1] pixels) | rel-l2 "
-            "(||d||2 <= eps ||x||2 per image) | range-linf (eps x pixel range).",
-            rich_help_panel=ATTACK,
-        ),
-    ] = "linf",
-    threat: Annotated[
-        list[str] | None,
-        typer.Option(
-            "--threat",
-            help="white, gray (attack the backbone, judge the "
-            "defended model) or black (attack --surrogate); repeatable. "
-            "Default: white, plus gray with a defense.",
-            rich_help_panel=ATTACK,
-        ),
-    ] = None,
-    surrogate: Annotated[
-        str | None,
-        typer.Option("--surrogate", help="Model the black-box attack sees (any --model name).", rich_help_panel=ATTACK),
-    ] = None,
-    surrogate_weights: Annotated[
-        Path | None, typer.Option("--surrogate-weights", help="Checkpoint of the surrogate.", rich_help_panel=ATTACK)
-    ] = None,
-    targeted: Annotated[
-        bool, typer.Option("--targeted", help="Aim at a random other class per image (seeded).", rich_help_panel=ATTACK)
-    ] = False,
-    minimal: Annotated[
-        bool,
-        typer.Option(
-            "--minimal",
-            help="Smallest perturbation per image with minimization attacks (no --eps).",
-            rich_help_panel=ATTACK,
-        ),
-    ] = False,
-    ensemble: Annotated[
-        list[str] | None,
-        typer.Option(
-            "--ensemble",
-            help="More minimization attacks for --minimal; the smallest success per image is kept (repeatable).",
-            rich_help_panel=ATTACK,
-        ),
-    ] = None,
-    checks: Annotated[
-        bool,
-        typer.Option(
-            "--checks/--no-checks",
-            help="Gradient-masking evidence rows (on --check-samples images per batch).",
-            rich_help_panel=ATTACK,
-        ),
-    ] = True,
-    check_samples: Annotated[
-        int, typer.Option("--check-samples", help="Images per batch for the masking checks.", rich_help_panel=ATTACK)
-    ] = 8,
-    amp: Annotated[
-        bool,
-        typer.Option(
-            "--amp", help="bf16 autocast inside the attack (robaudit's pgd; for GPUs).", rich_help_panel=ATTACK
-        ),
-    ] = False,
-    save_perturbations: Annotated[
-        Path | None,
-        typer.Option(
-            "--save-perturbations",
-            help="Keep every perturbation (float16) in the report and export them to this .npz (for spectra).",
-            rich_help_panel=ATTACK,
-        ),
-    ] = None,
-) -> None:
-    """Accuracy under attack: white/gray/black-box threat models, eps sweeps or minimal perturbations,
-    targeted or not, with gradient-masking checks."""
-    from dataclasses import asdict
-
-    from .. import plugins
-    from ..models import load_model
-
-    threats = [
-        t.strip()
-        for item in (threat or (["white", "gray"] if spec.defenses else ["white"]))
-        for t in item.split(",")
-        if t.strip()
+def _shared_parameters(audit: type[Audit]) -> list[inspect.Parameter]:
+    """The shared options of an audit command: ``--model`` (optional for audits that can run without one),
+    then data and run options with the audit's batch and chunk sizes as defaults."""
+    defaults = {"batch_size": audit.batch_size, "chunk_size": audit.chunk_size}
+    return [
+        o.parameter(option, default=defaults.get(option.name, option.default))
+        for option in o.SHARED
+        if option.name != "model"
     ]
-    loaded_surrogate = None
-    surrogate_params = None
-    if surrogate is not None:
-        surrogate_spec = o.model_spec(model=surrogate, weights=surrogate_weights)
-        loaded_surrogate = load_model(surrogate_spec, spec.device)
-        surrogate_params = {**asdict(surrogate_spec), "fingerprint": loaded_surrogate.fingerprint}
-    if amp:
-        attack = with_amp(attack)
-    audit = plugins.audits.get("attack")(
-        attack=attack,
-        threats=threats,
-        eps=o.budget_list(eps),
-        eps_mode=eps_mode,
-        targeted=targeted,
-        minimal=minimal,
-        ensemble=list(ensemble or []),
-        checks=checks,
-        check_samples=check_samples,
-        seed=spec.seed,
-        surrogate=surrogate_params,
-        keep_perturbations=save_perturbations is not None,
-    )
-    audit.attach_surrogate(loaded_surrogate)
-    run_and_report(audit, spec, report)
-    if save_perturbations is not None:
-        from ..audits.attack.audit import export_perturbations
-        from ..data import parse_shard
-        from ..runner import report_path
-        from .output import stderr
-
-        count = export_perturbations(report_path(report.out, "attack", parse_shard(spec.shard)), save_perturbations)
-        stderr.print(f"perturbations: {count} written to {save_perturbations}")
 
 
-def with_amp(attack: str) -> str:
-    """``attack`` with ``amp=true`` added, for attacks that support bf16 autocast."""
+def _split(values: dict[str, Any], audit: type[Audit]) -> tuple[RunSpec, o.ReportOptions, dict[str, Any]]:
+    shared = {option.name: values.pop(option.name) for option in o.SHARED}
+    report = o.ReportOptions(shared["out"], shared["resume"], shared["overwrite"], shared["as_json"])
+    return o.run_spec(shared), report, values
+
+
+def command_for(audit: type[Audit]) -> Any:
+    """The typer command function of ``audit``: its own options first, then the shared ones."""
+    title = audit.title or audit.name
+
+    def command(**values: Any) -> None:
+        spec, report, own = _split(values, audit)
+        run_and_report(audit.build(spec, own), spec, report)
+
+    model = o.parameter(o.MODEL_OPTIONS[0], default=None)
+    own = [o.parameter(option, title) for option in audit.options]
+    parameters = [model, *own, *_shared_parameters(audit)]
+    command.__signature__ = inspect.Signature(parameters)  # type: ignore[attr-defined]
+    command.__annotations__ = {p.name: p.annotation for p in parameters}
+    command.__doc__ = _help(audit)
+    return command
+
+
+def _help(audit: type[Audit]) -> str:
+    return inspect.getdoc(audit) or f"The {audit.name} audit."
+
+
+def click_command(audit: type[Audit], name: str) -> Any:
+    """The click command ``robaudit NAME`` of an audit (typer builds it from the generated signature)."""
+    app = typer.Typer(add_completion=False)
+    app.command(name, context_settings={"help_option_names": ["-h", "--help"]})(command_for(audit))
+    return typer.main.get_command(app)
+
+
+def generic_command(name: str = "", option: list[str] | None = None, **values: Any) -> None:
+    """Run any registered audit by name: robaudit audit NAME [--option key=value ...] with the shared options;
+    without NAME, list the registered audits."""
     from .. import plugins
     from ..errors import InputError
-    from ..params import parameters_of, parse_spec
+    from ..params import parse_value
+    from .output import stdout
 
-    name, params = parse_spec(attack, "--attack")
-    if "amp" not in parameters_of(plugins.attacks.get(name)):
-        raise InputError(f"--amp needs an attack with bf16 autocast (pgd); {name!r} has none")
-    return f"{name}:" + ",".join(f"{k}={v}" for k, v in {**params, "amp": "true"}.items())
+    if not name:
+        for entry in plugins.audits.entries():
+            stdout.print(f"{entry.name}  [dim]({entry.source})[/dim]", highlight=False)
+        return
+    audit = plugins.audits.get(name)
+    declared = {d.name: d for d in audit.options}
+    given: dict[str, Any] = {}
+    for item in option or []:
+        key, sep, text = item.partition("=")
+        if not sep or not key.strip():
+            raise InputError(f"--option takes KEY=VALUE, got {item!r}")
+        key = key.strip().replace("-", "_")
+        known = declared.get(key)
+        if known is not None and known.multiple:
+            given.setdefault(key, []).append(text)
+        else:
+            given[key] = text if known is not None and known.type in (str, Path) else parse_value(text)
+    spec, report, _ = _split(values, audit)
+    run_and_report(audit.build(spec, given), spec, report)
+
+
+generic_command.__signature__ = inspect.Signature(  # type: ignore[attr-defined]
+    [
+        inspect.Parameter(
+            "name",
+            inspect.Parameter.POSITIONAL_OR_KEYWORD,
+            default="",
+            annotation=Annotated[str, typer.Argument(help="A registered audit; none: list them.", show_default=False)],
+        ),
+        inspect.Parameter(
+            "option",
+            inspect.Parameter.KEYWORD_ONLY,
+            default=None,
+            annotation=Annotated[
+                list[str] | None,
+                typer.Option("--option", "-O", help="KEY=VALUE: one of the audit's own options (repeatable)."),
+            ],
+        ),
+        o.parameter(o.MODEL_OPTIONS[0], default=None),
+        *(o.parameter(option) for option in o.SHARED if option.name != "model"),
+    ]
+)

@@ -1,37 +1,22 @@
-"""``robaudit corruptions``: accuracy under common corruptions, CE / mCE; ``robaudit corruptions preview``.
+"""``robaudit corruptions preview``: one image under every corruption and severity, as a PNG grid.
 
-``corruptions`` is a group whose default command is the audit, so ``robaudit corruptions --model ...``
-runs it while ``robaudit corruptions preview ...`` draws the corruption × severity grid of one image.
+``corruptions`` is a group named like the corruptions audit, so the command line makes the audit its
+default subcommand (see :mod:`.audit_commands`): ``robaudit corruptions --model ...`` runs the audit while
+``robaudit corruptions preview ...`` draws the grid.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import Annotated, Any
 
 import typer
-from typer.core import TyperGroup
 
 from . import options as o
 
-if TYPE_CHECKING:
-    from ..runner import RunSpec
-
 CORRUPTIONS = "Corruptions"
-AUDIT = "audit"
-
-
-class AuditByDefault(TyperGroup):
-    """A group that runs its ``audit`` command unless the first argument names another subcommand."""
-
-    def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
-        if not args or args[0] not in self.commands:
-            args = [AUDIT, *args]
-        return super().parse_args(ctx, args)
-
 
 app = typer.Typer(
-    cls=AuditByDefault,
     help="Accuracy under the ImageNet-C corruptions (the audit), or a preview grid of them.",
     no_args_is_help=False,
 )
@@ -66,128 +51,6 @@ FrostDir = Annotated[
 ]
 
 
-@app.command(AUDIT)
-@o.audit_command(batch_size=64, chunk_size=256)
-def corruptions_command(
-    spec: RunSpec,
-    report: o.ReportOptions,
-    corruptions: CorruptionNames = "common",
-    severities: Severities = "1-5",
-    params: ParamSet = "auto",
-    noise_levels: Annotated[
-        str | None,
-        typer.Option(
-            "--noise-levels",
-            help="Also add Gaussian noise of these σ (pixels in [0, 1]), e.g. 0.02,0.05,0.1: a noise curve.",
-            rich_help_panel=CORRUPTIONS,
-        ),
-    ] = None,
-    clean: Annotated[
-        bool, typer.Option("--clean/--no-clean", help="Also classify the clean images.", rich_help_panel=CORRUPTIONS)
-    ] = True,
-    reference: Annotated[
-        str,
-        typer.Option(
-            "--reference",
-            help="Errors that normalize CE / mCE: auto (AlexNet for ImageNet-sized data, none otherwise), "
-            "alexnet, none, or a baseline model's corruptions report (.parquet).",
-            rich_help_panel=CORRUPTIONS,
-        ),
-    ] = "auto",
-    clean_report: Annotated[
-        Path | None,
-        typer.Option(
-            "--clean-report",
-            help="An eval report of the same model, for the relative mCE on pre-rendered sets.",
-            rich_help_panel=CORRUPTIONS,
-        ),
-    ] = None,
-    frost_dir: FrostDir = None,
-) -> None:
-    """Accuracy under the ImageNet-C corruptions at severities 1-5, generated on the fly (or read from
-    imagenet-c:ROOT / cifar10-c:ROOT): CE and mCE, relative mCE, corruption accuracy, bands.
-
-    [dim]robaudit corruptions preview draws a corruption x severity grid of one image.[/dim]
-    """
-    from dataclasses import replace
-
-    from .. import corruptions as catalog
-    from .. import plugins
-    from ..data import parse_source
-    from .audit_commands import run_and_report
-    from .output import stderr
-
-    names = catalog.resolve_names(corruptions)
-    chosen = catalog.parse_severities(severities)
-    source, arg = parse_source(spec.data.source)
-    prerendered = source in ("imagenet-c", "cifar10-c")
-    if prerendered and arg and "::" not in arg:
-        # the data source filters the released files, so unwanted ones are never decoded
-        spec = replace(spec, data=replace(spec.data, source=f"{spec.data.source}::{','.join(names)}@{severities}"))
-    if frost_dir is not None and not frost_dir.is_dir():
-        from ..errors import InputError
-
-        raise InputError(f"--frost-dir {frost_dir} is not a folder")
-    audit = plugins.audits.get("corruptions")(
-        corruptions=names,
-        severities=chosen,
-        param_set=params,
-        noise_levels=list(o.floats(noise_levels, "--noise-levels") or []),
-        clean=clean and not prerendered,
-        seed=spec.seed,
-        frost_dir=str(frost_dir) if frost_dir else None,
-        reference=_reference(reference, names, chosen),
-        clean_accuracy=_clean_accuracy(clean_report),
-    )
-    summary = run_and_report(audit, spec, report)
-    stderr.print(f"plots: {', '.join(str(p) for p in plot_corruptions(summary, report.out))}")
-
-
-def plot_corruptions(summary: dict[str, Any], folder: Path) -> list[Path]:
-    """CE (or error) per corruption, the corruption × severity accuracy map, and the noise curve if any."""
-    from ..reports.figures import (
-        corruption_errors_figure,
-        corruption_heatmap_figure,
-        noise_curve_figure,
-        save_png,
-    )
-
-    paths = [
-        save_png(corruption_errors_figure(summary), folder / "corruptions.png"),
-        save_png(corruption_heatmap_figure(summary), folder / "corruptions-heatmap.png"),
-    ]
-    if summary.get("noise_curve"):
-        paths.append(save_png(noise_curve_figure(summary), folder / "corruptions-noise.png"))
-    return paths
-
-
-def _reference(choice: str, names: list[str], severities: list[int]) -> dict[str, Any] | str | None:
-    """The reference errors ``--reference`` names (``auto`` is resolved by the summary, which knows the data)."""
-    from ..audits.corruptions import alexnet_reference, reference_from_report
-
-    if choice in ("none", "auto"):
-        return None if choice == "none" else "auto"
-    if choice == "alexnet":
-        return alexnet_reference()
-    return reference_from_report(choice, names, severities)
-
-
-def _clean_accuracy(path: Path | None) -> float | None:
-    if path is None:
-        return None
-    from ..errors import InputError
-    from ..reports.read import read_report, summarize
-
-    rows, meta = read_report(path)
-    if meta.get("audit") not in ("eval", "corruptions"):
-        raise InputError(f"--clean-report {path} is a {meta.get('audit')!r} report; give an eval report")
-    kind, summary = summarize(rows, meta, path)
-    value = summary["top1"] if kind == "eval" else summary["clean_accuracy"]
-    if value is None:
-        raise InputError(f"--clean-report {path} has no clean accuracy (a corruptions run without clean rows)")
-    return float(value)
-
-
 @app.command("preview")
 def preview_command(
     out: Annotated[Path, typer.Option("--out", "-o", help="PNG file to write.")] = Path("corruptions-preview.png"),
@@ -218,7 +81,7 @@ def preview_command(
     picture = _preview_image(image, data, split, index, size)
     context = catalog.CorruptionContext(catalog.param_set_for(picture.shape[-2], picture.shape[-1], params), frost_dir)
     cells = [[catalog.corrupt(picture, name, s, seed=seed, context=context)[0] for s in chosen] for name in names]
-    from ..reports.figures import image_grid_figure, save_png
+    from ..reports.plots import image_grid_figure, save_png
 
     images = [[_pixels(picture[0]), *(_pixels(cell) for cell in row)] for row in cells]
     titles = [[name, *([""] * len(chosen))] for name in names]

@@ -105,7 +105,8 @@ def _list_metrics(reports: Path, as_json: bool) -> None:
     from rich.table import Table
 
     from ..gate.output import show
-    from ..reports.metrics import collect_metrics, report_files, variant_folders
+    from ..reports.folder import report_files, variant_folders
+    from ..reports.metrics import collect_metrics
     from .output import print_json, stdout
 
     if reports.is_dir() and not report_files(reports) and variant_folders(reports):

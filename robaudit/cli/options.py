@@ -1,20 +1,24 @@
-"""Option bundles shared by the audit commands, and their conversion into specs.
+"""The options shared by the commands, declared once, and their conversion into specs.
 
-Declared once here as ``Annotated`` aliases, so every command spells ``--model`` or ``--limit`` the same
-way with the same help. Nothing heavy is imported: this module is loaded for ``robaudit --help``.
+Every option is an :class:`~robaudit.audits.options.Option` — the same plain declaration an audit uses for
+its own options — and :func:`parameter` turns one into a typer parameter. Audit commands are assembled from
+the shared model, data and run options plus the audit's own (:mod:`.audit_commands`); hand-written
+commands (``cache build``, ``pca fit`` ...) use the ``Annotated`` aliases below, made from the same
+declarations, so every command spells ``--model`` or ``--limit`` the same way with the same help.
+Nothing heavy is imported: this module is loaded for ``robaudit --help``.
 """
 
 from __future__ import annotations
 
-import functools
 import inspect
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
+from ..audits.options import Option
+from ..audits.options import budget_list as _budget_list
 from ..errors import InputError
 
 if TYPE_CHECKING:
@@ -26,115 +30,135 @@ MODEL = "Model"
 DATA = "Data"
 RUN = "Run"
 
-Model = Annotated[
-    str,
-    typer.Option(
-        "--model",
-        "-m",
-        help="timm name (resnet50, resnet50.a1_in1k), hf-hub:org/name, "
-        "tv:NAME, a plugin's model, pkg.module:factory or file.py:factory.",
-        rich_help_panel=MODEL,
+MODEL_OPTIONS = (
+    Option(
+        "model",
+        "timm name (resnet50, resnet50.a1_in1k), hf-hub:org/name, tv:NAME, a plugin's model, pkg.module:factory "
+        "or file.py:factory.",
+        flags=("--model", "-m"),
+        panel=MODEL,
     ),
-]
-Pretrained = Annotated[
-    bool,
-    typer.Option(
-        "--pretrained",
-        help="Download (or take from the local cache) the library's pretrained weights.",
-        rich_help_panel=MODEL,
+    Option(
+        "pretrained",
+        "Download (or take from the local cache) the library's pretrained weights.",
+        default=False,
+        type=bool,
+        panel=MODEL,
     ),
-]
-Weights = Annotated[
-    Path | None,
-    typer.Option("--weights", help="Checkpoint to load: .safetensors or a torch state dict.", rich_help_panel=MODEL),
-]
-TrustCheckpoint = Annotated[
-    bool,
-    typer.Option(
-        "--trust-checkpoint",
-        help="Allow a checkpoint pickle that executes code when loaded (only for files you trust).",
-        rich_help_panel=MODEL,
+    Option("weights", "Checkpoint to load: .safetensors or a torch state dict.", type=Path, panel=MODEL),
+    Option(
+        "trust_checkpoint",
+        "Allow a checkpoint pickle that executes code when loaded (only for files you trust).",
+        default=False,
+        type=bool,
+        panel=MODEL,
     ),
-]
-NumClasses = Annotated[
-    int | None, typer.Option("--num-classes", help="Number of outputs of the classifier head.", rich_help_panel=MODEL)
-]
-Mean = Annotated[
-    str | None, typer.Option("--mean", help="Override the normalization mean, e.g. 0.5,0.5,0.5.", rich_help_panel=MODEL)
-]
-Std = Annotated[str | None, typer.Option("--std", help="Override the normalization std.", rich_help_panel=MODEL)]
-InputSize = Annotated[
-    str | None,
-    typer.Option("--input-size", help="Override the input size C,H,W, e.g. 3,224,224.", rich_help_panel=MODEL),
-]
-Device = Annotated[
-    str, typer.Option("--device", help="auto (CUDA when available), cpu, cuda or cuda:N.", rich_help_panel=RUN)
-]
-
-Data = Annotated[
-    str,
-    typer.Option(
-        "--data",
-        "-d",
-        help="digits (embedded), cifar10[:ROOT], imagefolder:PATH, npz:PATH, imagenet-c:ROOT, cifar10-c:ROOT, "
-        "or a plugin's source.",
-        rich_help_panel=DATA,
-    ),
-]
-Split = Annotated[
-    str | None,
-    typer.Option(
-        "--split", help="Split of the source (train/test/val); the source's default when omitted.", rich_help_panel=DATA
-    ),
-]
-Limit = Annotated[
-    int | None, typer.Option("--limit", help="Use a seeded, class-stratified subset of N images.", rich_help_panel=DATA)
-]
-Indices = Annotated[
-    str | None,
-    typer.Option(
-        "--indices",
-        help="START:STOP: only these samples of the source (before --limit), e.g. 509:1017.",
-        rich_help_panel=DATA,
-    ),
-]
-Defenses = Annotated[
-    list[str] | None,
-    typer.Option(
-        "--defense",
-        help="NAME[:key=value,...], repeatable and "
-        "ordered, e.g. blur:sigma=1.5 or cache:path=DIR,theta=50,lam=0.5 "
+    Option("num_classes", "Number of outputs of the classifier head.", type=int, panel=MODEL),
+    Option("mean", "Override the normalization mean, e.g. 0.5,0.5,0.5.", panel=MODEL),
+    Option("std", "Override the normalization std.", panel=MODEL),
+    Option("input_size", "Override the input size C,H,W, e.g. 3,224,224.", panel=MODEL),
+    Option(
+        "defense",
+        "NAME[:key=value,...], repeatable and ordered, e.g. blur:sigma=1.5 or cache:path=DIR,theta=50,lam=0.5 "
         "(robaudit defenses lists them).",
-        rich_help_panel=MODEL,
+        multiple=True,
+        panel=MODEL,
     ),
-]
-OnBadImage = Annotated[
-    str,
-    typer.Option(
-        "--on-bad-image",
-        help="fail (default) or skip undecodable images (skipped ones are counted in the report).",
-        rich_help_panel=DATA,
+)
+DATA_OPTIONS = (
+    Option(
+        "data",
+        "digits (embedded), cifar10[:ROOT], imagefolder:PATH, npz:PATH, imagenet-c:ROOT, cifar10-c:ROOT, "
+        "perturbations:FILE.npz, or a plugin's source.",
+        default="digits",
+        flags=("--data", "-d"),
+        panel=DATA,
     ),
-]
-BatchSize = Annotated[int, typer.Option("--batch-size", "-b", help="Images per forward pass.", rich_help_panel=RUN)]
-Workers = Annotated[
-    int, typer.Option("--workers", help="Processes decoding images (0 = in the main process).", rich_help_panel=RUN)
-]
-ChunkSize = Annotated[
-    int, typer.Option("--chunk-size", help="Images per chunk: the unit of --resume and --shard.", rich_help_panel=RUN)
-]
-Seed = Annotated[int, typer.Option("--seed", help="Seed for subsets and every random draw.", rich_help_panel=RUN)]
-Shard = Annotated[
-    str | None, typer.Option("--shard", help="i/n: run only chunks with id % n == i.", rich_help_panel=RUN)
-]
-Resume = Annotated[
-    bool, typer.Option("--resume", help="Continue an interrupted run with the same options.", rich_help_panel=RUN)
-]
-Overwrite = Annotated[
-    bool, typer.Option("--overwrite", help="Replace an existing report or unfinished run.", rich_help_panel=RUN)
-]
-Out = Annotated[Path, typer.Option("--out", "-o", help="Report folder.", rich_help_panel=RUN)]
-Json = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON on stdout instead of tables.")]
+    Option("split", "Split of the source (train/test/val); the source's default when omitted.", panel=DATA),
+    Option("limit", "Use a seeded, class-stratified subset of N images.", type=int, panel=DATA),
+    Option(
+        "indices",
+        "START:STOP: only these samples of the source (before --limit), e.g. 509:1017.",
+        panel=DATA,
+    ),
+    Option(
+        "on_bad_image",
+        "fail (default) or skip undecodable images (skipped ones are counted in the report).",
+        default="fail",
+        panel=DATA,
+    ),
+)
+RUN_OPTIONS = (
+    Option("batch_size", "Images per forward pass.", default=128, type=int, flags=("--batch-size", "-b"), panel=RUN),
+    Option("workers", "Processes decoding images (0 = in the main process).", default=0, type=int, panel=RUN),
+    Option("chunk_size", "Images per chunk: the unit of --resume and --shard.", default=256, type=int, panel=RUN),
+    Option("seed", "Seed for subsets and every random draw.", default=0, type=int, panel=RUN),
+    Option("shard", "i/n: run only chunks with id % n == i.", panel=RUN),
+    Option("device", "auto (CUDA when available), cpu, cuda or cuda:N.", default="auto", panel=RUN),
+    Option("out", "Report folder.", default=Path("robaudit-report"), type=Path, flags=("--out", "-o"), panel=RUN),
+    Option("resume", "Continue an interrupted run with the same options.", default=False, type=bool, panel=RUN),
+    Option("overwrite", "Replace an existing report or unfinished run.", default=False, type=bool, panel=RUN),
+    Option(
+        "as_json",
+        "Print machine-readable JSON on stdout instead of tables.",
+        default=False,
+        type=bool,
+        flags=("--json",),
+    ),
+)
+SHARED = (*MODEL_OPTIONS, *DATA_OPTIONS, *RUN_OPTIONS)
+_BY_NAME = {o.name: o for o in SHARED}
+
+
+def annotation(option: Option, panel: str | None = None, required: bool = False) -> Any:
+    """``Annotated[type, typer.Option(...)]`` for one declared option (``panel`` overrides its help group)."""
+    flags = list(option.cli_flags)
+    if option.type is bool and option.negatable:
+        flags = [f"{option.long_flag}/--no-{option.long_flag[2:]}"]
+    kind: Any = option.type
+    if option.multiple:
+        kind = list[option.type] | None  # type: ignore[name-defined]
+    elif not required and option.default is None:
+        kind = option.type | None
+    info = typer.Option(
+        *flags, help=option.help, rich_help_panel=(panel if panel is not None else option.panel) or None
+    )
+    return Annotated[kind, info]
+
+
+def parameter(option: Option, panel: str | None = None, *, default: Any = inspect.Parameter.empty) -> inspect.Parameter:
+    """A keyword parameter of a generated command for ``option`` (its default, unless ``default`` is given)."""
+    value = option.default if default is inspect.Parameter.empty else default
+    required = value is inspect.Parameter.empty
+    return inspect.Parameter(
+        option.name, inspect.Parameter.KEYWORD_ONLY, default=value, annotation=annotation(option, panel, required)
+    )
+
+
+Model = annotation(_BY_NAME["model"], required=True)
+Pretrained = annotation(_BY_NAME["pretrained"])
+Weights = annotation(_BY_NAME["weights"])
+TrustCheckpoint = annotation(_BY_NAME["trust_checkpoint"])
+NumClasses = annotation(_BY_NAME["num_classes"])
+Mean = annotation(_BY_NAME["mean"])
+Std = annotation(_BY_NAME["std"])
+InputSize = annotation(_BY_NAME["input_size"])
+Defenses = annotation(_BY_NAME["defense"])
+Data = annotation(_BY_NAME["data"])
+Split = annotation(_BY_NAME["split"])
+Limit = annotation(_BY_NAME["limit"])
+Indices = annotation(_BY_NAME["indices"])
+OnBadImage = annotation(_BY_NAME["on_bad_image"])
+BatchSize = annotation(_BY_NAME["batch_size"])
+Workers = annotation(_BY_NAME["workers"])
+ChunkSize = annotation(_BY_NAME["chunk_size"])
+Seed = annotation(_BY_NAME["seed"])
+Shard = annotation(_BY_NAME["shard"])
+Device = annotation(_BY_NAME["device"])
+Out = annotation(_BY_NAME["out"])
+Resume = annotation(_BY_NAME["resume"])
+Overwrite = annotation(_BY_NAME["overwrite"])
+Json = annotation(_BY_NAME["as_json"], panel="")
 
 
 def floats(text: str | None, option: str, length: int | None = None) -> tuple[float, ...] | None:
@@ -190,20 +214,15 @@ def data_spec(options: dict[str, Any]) -> DataSpec:
 
 
 def run_spec(options: dict[str, Any]) -> RunSpec:
-    """The RunSpec of a command's shared model, data and run options, taken from its parameters by name."""
+    """The RunSpec of a command's shared model, data and run options, taken from its parameters by name
+    (without ``--model``, the spec of an audit of the data alone)."""
     from ..runner import RunSpec
 
+    model = None
+    if options["model"] is not None:
+        model = model_spec(**{o.name: options[o.name] for o in MODEL_OPTIONS if o.name != "defense"})
     return RunSpec(
-        model=model_spec(
-            model=options["model"],
-            pretrained=options["pretrained"],
-            weights=options["weights"],
-            trust_checkpoint=options["trust_checkpoint"],
-            num_classes=options["num_classes"],
-            mean=options["mean"],
-            std=options["std"],
-            input_size=options["input_size"],
-        ),
+        model=model,
         data=data_spec(options),
         defenses=tuple(options["defense"] or ()),
         seed=options["seed"],
@@ -217,16 +236,7 @@ def run_spec(options: dict[str, Any]) -> RunSpec:
 
 def budget_list(text: str | None) -> list[float] | None:
     """``"0.01,2/255"`` -> [0.01, 0.00784...]; fractions are allowed because budgets are often k/255."""
-    if text is None:
-        return None
-    values = []
-    for item in filter(None, (p.strip() for p in text.split(","))):
-        num, sep, den = item.partition("/")
-        try:
-            values.append(float(num) / float(den) if sep else float(num))
-        except (ValueError, ZeroDivisionError):
-            raise InputError(f"--eps takes comma-separated numbers or fractions (8/255), got {item!r}") from None
-    return values
+    return None if text is None else _budget_list(text)
 
 
 def grid(text: str, option: str) -> list[float]:
@@ -244,35 +254,6 @@ def grid(text: str, option: str) -> list[float]:
         raise InputError(f"{option} takes START:STOP:COUNT or comma-separated numbers, got {text!r}") from None
 
 
-def _shared_options(
-    model: Model,
-    data: Data = "digits",
-    pretrained: Pretrained = False,
-    weights: Weights = None,
-    trust_checkpoint: TrustCheckpoint = False,
-    num_classes: NumClasses = None,
-    mean: Mean = None,
-    std: Std = None,
-    input_size: InputSize = None,
-    defense: Defenses = None,
-    split: Split = None,
-    limit: Limit = None,
-    indices: Indices = None,
-    on_bad_image: OnBadImage = "fail",
-    batch_size: BatchSize = 128,
-    workers: Workers = 0,
-    chunk_size: ChunkSize = 256,
-    seed: Seed = 0,
-    shard: Shard = None,
-    device: Device = "auto",
-    out: Out = Path("robaudit-report"),
-    resume: Resume = False,
-    overwrite: Overwrite = False,
-    as_json: Json = False,
-) -> None:
-    """The options every audit command shares (a template read by :func:`audit_command`)."""
-
-
 @dataclass(frozen=True)
 class ReportOptions:
     """Where an audit command writes its report and how it treats an existing one."""
@@ -281,51 +262,3 @@ class ReportOptions:
     resume: bool
     overwrite: bool
     as_json: bool
-
-
-def audit_command(
-    *, batch_size: int = 128, chunk_size: int = 256, model_required: bool = True
-) -> Callable[[Callable[..., None]], Any]:
-    """Give an audit command the shared options without repeating them.
-
-    The decorated function declares only its own options plus ``spec`` (the :class:`RunSpec` built from the
-    shared model, data and run options) and ``report`` (:class:`ReportOptions`); the command typer sees has
-    ``--model`` first, then the command's own options, then the shared ones (Typer has no option groups that
-    could be reused across commands, so the signature is assembled here). With ``model_required=False``
-    ``--model`` may be left out, ``spec`` is then None, and a command that declares ``data_spec`` receives
-    the :class:`~robaudit.data.DataSpec` of the data options either way.
-    """
-
-    def decorate(command: Callable[..., None]) -> Callable[..., None]:
-        shared = inspect.signature(_shared_options, eval_str=True).parameters
-        # only the command's own options are evaluated: ``spec: RunSpec`` names a type imported for checking only
-        own = [
-            p.replace(
-                annotation=eval(p.annotation, command.__globals__) if isinstance(p.annotation, str) else p.annotation
-            )
-            for name, p in inspect.signature(command).parameters.items()
-            if name not in ("spec", "report", "data_spec")
-        ]
-        wants_data = "data_spec" in inspect.signature(command).parameters
-        defaults = {"batch_size": batch_size, "chunk_size": chunk_size}
-        rest = [p.replace(default=defaults.get(name, p.default)) for name, p in shared.items() if name != "model"]
-
-        @functools.wraps(command)
-        def wrapper(**values: Any) -> None:
-            options = {name: values.pop(name) for name in shared}
-            report = ReportOptions(options["out"], options["resume"], options["overwrite"], options["as_json"])
-            spec = run_spec(options) if options["model"] is not None else None
-            if wants_data:
-                values["data_spec"] = data_spec(options)
-            command(spec=spec, report=report, **values)
-
-        model = shared["model"]
-        if not model_required:
-            model = model.replace(annotation=Annotated[str | None, model.annotation.__metadata__[0]], default=None)
-        parameters = [model, *own, *rest]
-        wrapper.__signature__ = inspect.Signature(parameters)  # type: ignore[attr-defined]
-        wrapper.__annotations__ = {p.name: p.annotation for p in parameters}
-        del wrapper.__wrapped__  # typer must read the assembled signature, not the command's own
-        return wrapper
-
-    return decorate

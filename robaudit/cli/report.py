@@ -113,13 +113,24 @@ def html_command(
     out: Annotated[
         Path | None, typer.Option("--out", "-o", help="The page to write (default: FOLDER/report.html).")
     ] = None,
+    data: Annotated[
+        str | None,
+        typer.Option(
+            "--data",
+            "-d",
+            help="The data the audits ran on, to show example images (used only if its fingerprint matches).",
+        ),
+    ] = None,
+    split: o.Split = None,
 ) -> None:
     """One self-contained HTML page of every report in a folder: metadata, figures, key numbers, masking flags,
-    example images; the figures also go to FOLDER/figures/ as PNG."""
-    from ..reports.html import write_html
+    example images (with --data); the figures also go as PNG to figures/ beside the page."""
+    from ..data import DataSpec
+    from ..presentation.html import write_html
     from .output import stdout
 
-    stdout.print(f"report: {write_html(folder, out)}", soft_wrap=True, highlight=False)
+    spec = DataSpec(data, split=split) if data is not None else None
+    stdout.print(f"report: {write_html(folder, out, spec)}", soft_wrap=True, highlight=False)
 
 
 @app.command("md")
@@ -132,7 +143,7 @@ def md_command(
     """The key numbers, flags and per-audit tables of a folder of reports as Markdown (e.g. a CI job summary)."""
     import sys
 
-    from ..reports.markdown import write_markdown
+    from ..presentation.markdown import write_markdown
 
     text = write_markdown(folder)
     if out is None:

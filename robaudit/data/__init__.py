@@ -57,6 +57,9 @@ class Dataset(ABC):
     class_names: list[str] | None = None
     #: a short human description, e.g. "npz:/data/x.npz (1017 images, 32x32)"
     description: str = ""
+    #: what a sample is: "images" (pixels in [0, 1]) or "perturbations" (differences of images, for audits of
+    #: perturbations only)
+    kind: str = "images"
 
     def __len__(self) -> int:
         return len(self.labels)

@@ -24,13 +24,13 @@ import torch
 from torch import nn
 
 from ..errors import InputError
-from ..params import check_params, parse_spec
+from ..params import Parameterized, build
 
 if TYPE_CHECKING:
     from ..models import LoadedModel
 
 
-class Defense(nn.Module, ABC):
+class Defense(Parameterized, nn.Module, ABC):
     """Base class; subclasses set ``name``, ``kind`` and ``differentiable`` and store ``self.params``."""
 
     name: ClassVar[str]
@@ -40,10 +40,6 @@ class Defense(nn.Module, ABC):
     def __init__(self, **params: Any) -> None:
         super().__init__()
         self.params = params
-
-    def __repr__(self) -> str:
-        args = ", ".join(f"{k}={v!r}" for k, v in sorted(self.params.items()))
-        return f"{self.name}({args})"
 
     def artifacts(self) -> dict[str, str]:
         """Fingerprints (sha256) of files this defense loaded, by role; recorded in reports."""
@@ -98,13 +94,7 @@ def build_defense(text: str) -> Defense:
     """Instantiate one ``--defense`` option through the defense registry, checking parameter names."""
     from .. import plugins
 
-    name, params = parse_spec(text, "--defense")
-    factory = plugins.defenses.get(name)
-    check_params("defense", name, factory, params)
-    defense = factory(**params)
-    if not isinstance(defense, Defense):
-        raise InputError(f"defense factory {name!r} returned {type(defense).__name__}, not a Defense")
-    return defense
+    return build(plugins.defenses, text, option="--defense", expected=Defense)
 
 
 def compose(model: LoadedModel, specs: list[str]) -> LoadedModel:

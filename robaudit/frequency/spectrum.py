@@ -15,9 +15,10 @@ from typing import Any
 import numpy as np
 
 from ..errors import InputError
+from . import UNITS
 from .radius import frequency_radius
 
-UNITS = "cycles/pixel (axis Nyquist 0.5, corner 0.707)"
+__all__ = ["UNITS"]
 
 
 def radius_grid(n: int, points: int = 25) -> np.ndarray:
@@ -36,19 +37,31 @@ def power_spectra(delta: np.ndarray) -> np.ndarray:
     return power
 
 
-def radial_cumulative(power: np.ndarray, grid: np.ndarray) -> np.ndarray:
-    """Fraction of the (NaN-summed) power at radius ≤ r for each r of ``grid``.
+def radial_sums(power: np.ndarray, grid: np.ndarray) -> np.ndarray:
+    """The (NaN-summed) power at radius ≤ r for each r of ``grid``, not normalized.
 
     ``power`` is ``(n, n)`` or ``(N, n, n)`` in the unshifted FFT layout; the result is ``(len(grid),)`` or
-    ``(N, len(grid))``. A spectrum with no power gives NaN.
+    ``(N, len(grid))``. Means of these over images are the sums of the mean spectrum, which is how a report
+    stores per-image spectra and still yields f0.5 of the mean spectrum.
     """
     n = power.shape[-1]
     rho = frequency_radius(n).ravel()
     flat = np.nan_to_num(power.reshape(*power.shape[:-2], n * n), nan=0.0)
     inside = (rho[None, :] <= np.asarray(grid)[:, None] + 1e-12).astype(np.float64)  # (G, n*n)
-    total = flat.sum(axis=-1, keepdims=True)
+    return flat @ inside.T
+
+
+def normalized(sums: np.ndarray) -> np.ndarray:
+    """Radial sums divided by their total (the last grid radius takes in every bin); NaN without power."""
+    total = sums[..., -1:]
     with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(total > 0, (flat @ inside.T) / total, np.nan)
+        return np.where(total > 0, sums / total, np.nan)
+
+
+def radial_cumulative(power: np.ndarray, grid: np.ndarray) -> np.ndarray:
+    """Fraction of the (NaN-summed) power at radius ≤ r for each r of ``grid`` (see :func:`radial_sums`);
+    a spectrum with no power gives NaN."""
+    return normalized(radial_sums(power, grid))
 
 
 def f_half(cumulative: np.ndarray, grid: np.ndarray) -> float:
@@ -79,52 +92,29 @@ def spectrum_of(delta: np.ndarray, points: int = 25) -> dict[str, Any]:
     }
 
 
-def difference_spectra(
-    images: Any,
-    names: list[str],
-    severities: list[int],
-    param_set: str = "auto",
-    seed: int = 0,
-    points: int = 25,
-    batch_size: int = 64,
-    progress: Any = None,
-) -> list[dict[str, Any]]:
-    """f0.5 of ``corrupt(x) − x`` for each corruption and severity over ``images`` ``(N, 3, n, n)`` in [0, 1].
+def pooled_maps(power: np.ndarray, side: int = 32) -> np.ndarray:
+    """``(N, m, m)`` power spectra with DC in the centre, averaged into at most ``side`` × ``side`` cells
+    (``m = min(n, side)``): a small picture of where the power lies, cheap enough to keep per image."""
+    shifted = np.fft.fftshift(np.nan_to_num(power, nan=0.0), axes=(-2, -1))
+    n = shifted.shape[-1]
+    m = min(n, side)
+    edges = np.linspace(0, n, m + 1).round().astype(int)
+    rows = np.add.reduceat(shifted, edges[:-1], axis=-2) / np.diff(edges)[:, None]
+    return np.add.reduceat(rows, edges[:-1], axis=-1) / np.diff(edges)[None, :]
 
-    This is how Li et al. place corruptions in low / mid / high frequency bands. Each row also carries the
-    cumulative curve (grid, values) of the mean spectrum for plotting.
-    """
-    import torch
 
-    from .. import corruptions as catalog
-
-    rows: list[dict[str, Any]] = []
-    total, done = len(names) * len(severities), 0
-    for k, name in enumerate(names):
-        for severity in severities:
-            deltas = []
-            for start in range(0, len(images), batch_size):
-                x = images[start : start + batch_size]
-                generator = torch.Generator(device=x.device).manual_seed(
-                    int(np.random.SeedSequence([seed, k, severity, start]).generate_state(1)[0])
-                )
-                corrupted = catalog.corrupt(x, name, severity, generator=generator, param_set=param_set)
-                deltas.append((corrupted - x).cpu().numpy())
-            result = spectrum_of(np.concatenate(deltas), points)
-            finite = result["f_half"][np.isfinite(result["f_half"])]
-            rows.append(
-                {
-                    "corruption": name,
-                    "severity": severity,
-                    "group": catalog.group_of(name),
-                    "band": catalog.band_of(name),
-                    "f_half_of_mean": float(result["f_half_of_mean"]),
-                    "f_half_median": float(np.median(finite)) if len(finite) else None,
-                    "images": len(images),
-                    "cumulative": (result["grid"].tolist(), result["cumulative"].tolist()),
-                }
-            )
-            done += 1
-            if progress is not None:
-                progress(done, total)
-    return rows
+def image_spectra(delta: np.ndarray, points: int = 25) -> dict[str, np.ndarray]:
+    """Per image of ``(N, C, n, n)`` δ: radial sums on the grid, f0.5 and a pooled map of the power."""
+    if delta.ndim != 4 or delta.shape[0] == 0:
+        raise InputError(f"perturbations must be a non-empty (N, C, H, W) array, got shape {delta.shape}")
+    if delta.shape[-1] != delta.shape[-2] or delta.shape[-1] < 2:
+        raise InputError(f"perturbations must be square images of at least 2x2, got {delta.shape[-2:]}")
+    grid = radius_grid(delta.shape[-1], points)
+    power = power_spectra(delta)
+    sums = radial_sums(power, grid)
+    return {
+        "grid": grid,
+        "sums": sums,
+        "f_half": np.array([f_half(curve, grid) for curve in normalized(sums)]),
+        "maps": pooled_maps(power),
+    }

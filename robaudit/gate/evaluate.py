@@ -14,7 +14,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import EXIT_GATE_FAILED, EXIT_OK, InputError, suggest
-from ..reports.metrics import Metric, Report, load_reports, metrics_of_reports, report_files, variant_folders
+from ..reports.folder import Report, load_reports, report_files, variant_folders
+from ..reports.metrics import Metric, metrics_of_reports
 from .policy import Policy, Rule
 from .stats import Drop, judge_drop
 

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from statistics import NormalDist
 
 from ..reports.metrics import Metric
+from ..reports.stats import wilson_bounds
 
 
 def z_value(confidence: float) -> float:
@@ -32,19 +33,11 @@ def z_value(confidence: float) -> float:
     return NormalDist().inv_cdf(1 - (1 - confidence) / 2)
 
 
-def wilson(p: float, n: float, z: float) -> tuple[float, float]:
-    """The Wilson score interval of a proportion ``p`` measured on ``n`` images."""
-    denom = 1 + z * z / n
-    centre = (p + z * z / (2 * n)) / denom
-    half = z * math.sqrt(max(p * (1 - p), 0.0) / n + z * z / (4 * n * n)) / denom
-    return max(0.0, centre - half), min(1.0, centre + half)
-
-
 def newcombe_interval(p1: float, n1: float, p2: float, n2: float, confidence: float = 0.95) -> tuple[float, float]:
     """Newcombe's hybrid score interval for ``p1 - p2`` (independent samples of n1 and n2 images)."""
     z = z_value(confidence)
-    l1, u1 = wilson(p1, n1, z)
-    l2, u2 = wilson(p2, n2, z)
+    l1, u1 = wilson_bounds(p1, n1, z)
+    l2, u2 = wilson_bounds(p2, n2, z)
     difference = p1 - p2
     return (
         difference - math.sqrt((p1 - l1) ** 2 + (u2 - p2) ** 2),

@@ -55,6 +55,14 @@ class Preprocessing:
             "crop_pct": self.crop_pct,
         }
 
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Preprocessing:
+        """Inverse of :meth:`as_dict` (unknown keys are ignored: a report may come from a newer version)."""
+        fields: dict[str, Any] = {
+            k: tuple(v) if isinstance(v, list) else v for k, v in data.items() if k in cls.__dataclass_fields__
+        }
+        return cls(**fields)
+
 
 @dataclass
 class ModelBuild:

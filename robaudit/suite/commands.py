@@ -15,14 +15,13 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..cli.audit_commands import AUDIT as GROUP_AUDIT
 from ..errors import InputError, suggest
 
 #: options the suite runner sets itself: its own --json, --resume and --overwrite decide them for every step
 MANAGED = frozenset({"json", "resume", "overwrite", "help"})
 #: commands that cannot be steps: they run suites themselves
 NOT_STEPS = frozenset({"run", "demo"})
-#: the subcommand a command group runs as its audit (``robaudit corruptions`` = ``robaudit corruptions audit``)
-GROUP_AUDIT = "audit"
 
 
 def key_of(option: str) -> str:
@@ -155,11 +154,14 @@ class CommandTree:
 
     @classmethod
     def _walk(cls, group: Any, prefix: tuple[str, ...]) -> Iterator[tuple[tuple[str, ...], Any]]:
-        for name, command in sorted(getattr(group, "commands", {}).items()):
+        # through the group's own listing: audit commands are made on demand, they are not in ``commands`` yet
+        context = group.context_class(group)
+        for name in sorted(group.list_commands(context)):
+            command = group.get_command(context, name)
             path = (*prefix, name)
             if path[0] in NOT_STEPS:
                 continue
-            if getattr(command, "commands", None) is not None:
+            if hasattr(command, "list_commands"):
                 yield from cls._walk(command, path)
             else:
                 yield path, command
@@ -169,6 +171,9 @@ class CommandTree:
         ``audit`` subcommand does (``robaudit corruptions`` runs ``corruptions audit``)."""
         found: dict[str, tuple[str, ...]] = {}
         for path, info in self.commands.items():
+            named = any(getattr(p, "param_type_name", None) == "argument" for p in info.command.params)
+            if named:  # ``robaudit audit NAME`` runs audits named by an argument: a command, not an audit
+                continue
             if info.has("out") and (len(path) == 1 or (len(path) == 2 and path[1] == GROUP_AUDIT)):
                 found[path[0]] = path
         return found

@@ -31,20 +31,22 @@ import math
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
-import numpy as np
-import pyarrow as pa
-import torch
-import torch.nn.functional as F
-
-from ...attacks.base import Attack, build_attack, is_success
-from ...attacks.pgd import PGD
 from ...errors import InputError
-from ..base import Audit, AuditBatch
+from ..base import Audit, AuditBatch, Export
+from ..options import Option, budget_list, names
+from . import report
 
 if TYPE_CHECKING:
+    import numpy as np
     import pandas as pd
+    import torch
 
+    from ...attacks.base import Attack
     from ...models import LoadedModel
+    from ...reports.content import ExamplePerturbation, FigureSpec, Table
+    from ...reports.folder import Report
+    from ...reports.metrics import Metric
+    from ...runner import RunSpec
 
 THREATS = ("white", "gray", "black")
 EPS_MODES = {"linf": "linf", "range-linf": "linf", "l2": "l2", "rel-l2": "l2"}
@@ -54,6 +56,8 @@ GRADIENT_FREE = {"linf": "linf-repeated-uniform-noise", "l2": "l2-repeated-gauss
 
 def budgets(eps: float, mode: str, images: torch.Tensor) -> torch.Tensor:
     """Per-image absolute budget, in the norm of ``mode``, for nominal ``eps``."""
+    import torch
+
     if mode == "rel-l2":
         return eps * images.flatten(1).norm(dim=1)
     scale = PIXEL_RANGE if mode == "range-linf" else 1.0
@@ -70,8 +74,43 @@ def perturbation_sizes(adversarials: torch.Tensor, images: torch.Tensor) -> dict
     }
 
 
+def smallest_perturbations(
+    attacks: list[Attack],
+    source: torch.nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    targets: torch.Tensor | None,
+    generator: torch.Generator,
+    norm: str,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per image the smallest successful perturbation (measured in ``norm``) over the minimization
+    ``attacks``, run unbounded on ``source``, and whether any attack succeeded (failed images stay clean)."""
+    import torch
+
+    best = x.clone()
+    best_size = torch.full((len(x),), math.inf, device=x.device)
+    for attack in attacks:
+        adv, ok = attack.run(source, x, y, targets=targets, eps=None, generator=generator)
+        delta = (adv - x).flatten(1)
+        size = delta.abs().amax(dim=1) if norm == "linf" else delta.norm(dim=1)
+        better = ok & (size < best_size)
+        best[better] = adv[better]
+        best_size[better] = size[better]
+    return best, torch.isfinite(best_size)
+
+
+def batch_generator(seed: int, images: torch.Tensor, indices: np.ndarray) -> torch.Generator:
+    """The generator of one batch's attacks: seeded from (seed, first data index of the batch)."""
+    import torch
+
+    return torch.Generator(device=images.device).manual_seed(seed * 1_000_003 + int(indices[0]))
+
+
 def draw_targets(indices: np.ndarray, labels: torch.Tensor, num_classes: int, seed: int) -> torch.Tensor:
     """A target != label per image, drawn from (seed, image index): independent of batching and resumption."""
+    import numpy as np
+    import torch
+
     offsets = [int(np.random.default_rng([seed, int(i)]).integers(1, num_classes)) for i in indices]
     return (labels + torch.tensor(offsets, device=labels.device)) % num_classes
 
@@ -82,29 +121,88 @@ class AttackAudit(Audit):
     name = "attack"
     #: random starts are drawn per batch, so the batch size is part of what determines the rows
     batch_dependent = True
-    columns: ClassVar[dict[str, pa.DataType]] = {
-        "threat": pa.string(),
-        "made_by": pa.string(),
-        "judged_by": pa.string(),
-        "attack": pa.string(),
-        "check": pa.string(),
-        "eps_mode": pa.string(),
-        "eps": pa.float64(),
-        "eps_abs": pa.float32(),
-        "target": pa.int64(),
-        "clean_prediction": pa.int64(),
-        "adv_prediction": pa.int64(),
-        "source_success": pa.bool_(),
-        "success": pa.bool_(),
-        "correct": pa.bool_(),
-        "l2": pa.float32(),
-        "linf": pa.float32(),
-        "rel_l2": pa.float32(),
-        "grad_norm": pa.float32(),
+    columns: ClassVar[dict[str, Any]] = {
+        "threat": "string",
+        "made_by": "string",
+        "judged_by": "string",
+        "attack": "string",
+        "check": "string",
+        "eps_mode": "string",
+        "eps": "float64",
+        "eps_abs": "float32",
+        "target": "int64",
+        "clean_prediction": "int64",
+        "adv_prediction": "int64",
+        "source_success": "bool",
+        "success": "bool",
+        "correct": "bool",
+        "l2": "float32",
+        "linf": "float32",
+        "rel_l2": "float32",
+        "grad_norm": "float32",
         # the judged perturbation x_adv - x as float16 (C, H, W), with keep_perturbations only
-        "perturbation": pa.list_(pa.float16()),
-        "perturbation_shape": pa.list_(pa.int32()),
+        "perturbation": "list<float16>",
+        "perturbation_shape": "list<int32>",
     }
+    options = (
+        Option(
+            "eps",
+            "Budgets to sweep, e.g. 0.01,0.02,0.04 or 2/255,8/255 (in --eps-mode units).",
+            parse=budget_list,
+        ),
+        Option(
+            "attack",
+            "NAME[:key=value,...] (robaudit attacks lists them), e.g. pgd:steps=20 or ddn.",
+            default="pgd",
+            flags=("--attack", "-a"),
+        ),
+        Option(
+            "eps_mode",
+            "linf | l2 (absolute radii in [0,1] pixels) | rel-l2 (||d||2 <= eps ||x||2 per image) | "
+            "range-linf (eps x pixel range).",
+            default="linf",
+        ),
+        Option(
+            "threats",
+            "white, gray (attack the backbone, judge the defended model) or black (attack --surrogate); "
+            "repeatable. Default: white, plus gray with a defense.",
+            flags=("--threat",),
+            multiple=True,
+            parse=names,
+        ),
+        Option("surrogate", "Model the black-box attack sees (any --model name)."),
+        Option("surrogate_weights", "Checkpoint of the surrogate.", type=Path),
+        Option("targeted", "Aim at a random other class per image (seeded).", default=False, type=bool),
+        Option(
+            "minimal", "Smallest perturbation per image with minimization attacks (no --eps).", default=False, type=bool
+        ),
+        Option(
+            "ensemble",
+            "More minimization attacks for --minimal; the smallest success per image is kept (repeatable).",
+            multiple=True,
+            parse=list,
+        ),
+        Option(
+            "checks",
+            "Gradient-masking evidence rows (on --check-samples images per batch).",
+            default=True,
+            type=bool,
+            negatable=True,
+        ),
+        Option("check_samples", "Images per batch for the masking checks.", default=8, type=int),
+        Option("amp", "bf16 autocast inside the attack (robaudit's pgd; for GPUs).", default=False, type=bool),
+        Option(
+            "save_perturbations",
+            "Keep every perturbation (float16) in the report and export them to this .npz (for spectra).",
+            type=Path,
+        ),
+    )
+    batch_size = 64
+    chunk_size = 128
+    title = "Adversarial attack"
+    order = 10
+    raises_flags = True
+    metric_patterns = report.PATTERNS
 
     def __init__(
         self,
@@ -142,6 +240,8 @@ class AttackAudit(Audit):
                 raise InputError(f"--threat {threat!r}: choose from {', '.join(THREATS)}")
         if eps_mode not in EPS_MODES:
             raise InputError(f"--eps-mode {eps_mode!r}: choose from {', '.join(EPS_MODES)}")
+        from ...attacks.base import build_attack
+
         self.attacks: list[Attack] = [build_attack(spec) for spec in [attack, *(ensemble or [])]]
         primary = self.attacks[0]
         if minimal:
@@ -175,6 +275,49 @@ class AttackAudit(Audit):
             raise InputError(f"{', '.join(untargetable)} cannot run targeted; choose e.g. pgd or linf-pgd")
         self.eps = sorted(eps or [])
         self.surrogate: LoadedModel | None = None
+        #: where to export the kept perturbations once the report is finished
+        self.save_to: Path | None = None
+
+    @classmethod
+    def from_options(
+        cls,
+        spec: RunSpec,
+        *,
+        threats: list[str] | None = None,
+        surrogate: str | None = None,
+        surrogate_weights: Path | None = None,
+        amp: bool = False,
+        save_perturbations: Path | None = None,
+        attack: str = "pgd",
+        **values: Any,
+    ) -> AttackAudit:
+        """Threats default to white (plus gray with a defense); a surrogate model is loaded for black-box runs."""
+        from dataclasses import asdict
+
+        from ...models import ModelSpec, load_model
+
+        loaded = None
+        surrogate_params = None
+        if surrogate is not None:
+            surrogate_spec = ModelSpec(name=surrogate, weights=str(surrogate_weights) if surrogate_weights else None)
+            loaded = load_model(surrogate_spec, spec.device)
+            surrogate_params = {**asdict(surrogate_spec), "fingerprint": loaded.fingerprint}
+        audit = cls(
+            attack=with_amp(attack) if amp else attack,
+            threats=threats or (["white", "gray"] if spec.defenses else ["white"]),
+            seed=spec.seed,
+            surrogate=surrogate_params,
+            keep_perturbations=save_perturbations is not None,
+            **values,
+        )
+        audit.attach_surrogate(loaded)
+        audit.save_to = save_perturbations
+        return audit
+
+    def exports(self) -> list[Export]:
+        from ...reports.perturbations import export_perturbations
+
+        return [(self.save_to, export_perturbations)] if self.save_to is not None else []
 
     # -- set-up by the command (models are not parameters) ------------------------------------------------------
     def attach_surrogate(self, surrogate: LoadedModel | None) -> None:
@@ -196,9 +339,11 @@ class AttackAudit(Audit):
 
     # -- rows --------------------------------------------------------------------------------------------------
     def run_batch(self, model: LoadedModel, batch: AuditBatch) -> dict[str, np.ndarray]:
+        import torch
+
         x, y = batch.images, batch.labels
         seed = int(self.params["seed"])
-        generator = torch.Generator(device=x.device).manual_seed(seed * 1_000_003 + int(batch.indices[0]))
+        generator = batch_generator(seed, x, batch.indices)
         targets = draw_targets(batch.indices, y, model.num_classes, seed) if self.params["targeted"] else None
         defended = "defended" if model.defenses else "backbone"
         models = {"defended": model.module, "backbone": model.base}
@@ -257,18 +402,7 @@ class AttackAudit(Audit):
         targets: torch.Tensor | None,
         generator: torch.Generator,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Per image the smallest successful perturbation (in the first attack's norm) over the ensemble."""
-        norm = self.attacks[0].norm
-        best = x.clone()
-        best_size = torch.full((len(x),), math.inf, device=x.device)
-        for attack in self.attacks:
-            adv, ok = attack.run(source, x, y, targets=targets, eps=None, generator=generator)
-            delta = (adv - x).flatten(1)
-            size = delta.abs().amax(dim=1) if norm == "linf" else delta.norm(dim=1)
-            better = ok & (size < best_size)
-            best[better] = adv[better]
-            best_size[better] = size[better]
-        return best, torch.isfinite(best_size)
+        return smallest_perturbations(self.attacks, source, x, y, targets, generator, self.attacks[0].norm)
 
     def _checks(
         self,
@@ -280,6 +414,9 @@ class AttackAudit(Audit):
         targets: torch.Tensor | None,
         generator: torch.Generator,
     ) -> None:
+        import torch
+        import torch.nn.functional as F
+
         n = min(int(self.params["check_samples"]), len(x))
         if n == 0:
             return
@@ -292,6 +429,9 @@ class AttackAudit(Audit):
         out.add_check("gradient", white, xs, grad_norm=grad.flatten(1).norm(dim=1))
         norm = self.attacks[0].norm
         steps = max(50, int(getattr(self.attacks[0], "steps", 0)))
+        from ...attacks.base import build_attack
+        from ...attacks.pgd import PGD
+
         unbounded = PGD(norm="linf", steps=steps, rel_stepsize=2.5 / steps, restarts=1)
         full = torch.full((n,), PIXEL_RANGE, device=x.device)
         adv, ok = unbounded.run(model, xs, ys, targets=ts, eps=full, generator=generator)
@@ -335,6 +475,27 @@ class AttackAudit(Audit):
 
         return attack_summary(rows, metadata)
 
+    # -- what the report means (see .report) ---------------------------------------------------------------------
+    @classmethod
+    def metrics(cls, summary: dict[str, Any], metadata: dict[str, Any]) -> list[Metric]:
+        return report.metrics(summary, metadata)
+
+    @classmethod
+    def tables(cls, summary: dict[str, Any], metadata: dict[str, Any]) -> list[Table]:
+        return report.tables(summary, metadata)
+
+    @classmethod
+    def key_numbers(cls, summary: dict[str, Any], metadata: dict[str, Any]) -> dict[str, str]:
+        return report.key_numbers(summary, metadata)
+
+    @classmethod
+    def figures(cls, report_: Report) -> list[FigureSpec]:
+        return report.figures(report_)
+
+    @classmethod
+    def example_perturbations(cls, report_: Report, limit: int) -> list[ExamplePerturbation]:
+        return report.example_perturbations(report_, limit)
+
 
 def _describer(model: LoadedModel) -> dict[str, str]:
     from ...defenses.base import describe
@@ -360,6 +521,8 @@ class _Rows:
         self.n = len(indices)
 
     def _append(self, **values: Any) -> None:
+        import numpy as np
+
         count = len(values["sample"])
         for name, column in self.data.items():
             value = values.get(name)
@@ -385,6 +548,11 @@ class _Rows:
         check: str | None = None,
         subset: int | None = None,
     ) -> None:
+        import numpy as np
+        import torch
+
+        from ...attacks.base import is_success
+
         n = subset or self.n
         labels = self.labels[:n]
         targets = self.targets[:n] if self.targets is not None else None
@@ -421,6 +589,8 @@ class _Rows:
             )
 
     def add_check(self, check: str, judge: str, images: torch.Tensor, *, grad_norm: torch.Tensor) -> None:
+        import numpy as np
+
         n = len(images)
         self._append(
             sample=np.arange(n),
@@ -446,6 +616,8 @@ class _Rows:
     )
 
     def columns(self) -> dict[str, np.ndarray]:
+        import numpy as np
+
         columns = {}
         for name, values in self.data.items():
             if name in self._OBJECT_COLUMNS:
@@ -457,33 +629,12 @@ class _Rows:
         return columns
 
 
-def export_perturbations(report: Path, out: Path) -> int:
-    """Write the perturbations kept in an attack report to ``out`` (.npz), one per image x threat x ε."""
-    import os
+def with_amp(attack: str) -> str:
+    """``attack`` with ``amp=true`` added, for attacks that support bf16 autocast."""
+    from ... import plugins
+    from ...params import parameters_of, parse_spec
 
-    from ...reports.read import read_report
-
-    rows, meta = read_report(report)
-    rows = rows[rows["perturbation"].notna()] if "perturbation" in rows else rows.iloc[:0]
-    if rows.empty:
-        raise InputError(f"{report} holds no perturbations (run the attack with --save-perturbations)")
-    # every judge of a threat sees the same perturbation: keep one row per image, threat and budget
-    rows = rows.drop_duplicates(subset=["index", "threat", "eps"])
-    shape = tuple(int(v) for v in rows["perturbation_shape"].iloc[0])
-    deltas = np.stack([np.asarray(p, dtype=np.float16).reshape(shape) for p in rows["perturbation"]])
-    tmp = out.with_name(out.name + ".tmp.npz")
-    np.savez(
-        tmp,
-        delta=deltas,
-        index=rows["index"].to_numpy(),
-        label=rows["label"].to_numpy(),
-        threat=rows["threat"].to_numpy(dtype=str),
-        made_by=rows["made_by"].to_numpy(dtype=str),
-        eps=rows["eps"].to_numpy(),
-        success=rows["source_success"].to_numpy(dtype=bool),
-        # which images these are: a spectrum run can check it is given the same data
-        data=np.array(meta.get("data", {}).get("description", "")),
-        data_fingerprint=np.array(meta.get("identity", {}).get("data_fingerprint", "")),
-    )
-    os.replace(tmp, out)
-    return len(deltas)
+    name, params = parse_spec(attack, "--attack")
+    if "amp" not in parameters_of(plugins.attacks.get(name)):
+        raise InputError(f"--amp needs an attack with bf16 autocast (pgd); {name!r} has none")
+    return f"{name}:" + ",".join(f"{k}={v}" for k, v in {**params, "amp": "true"}.items())

@@ -23,8 +23,6 @@ import math
 from itertools import pairwise
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
-
 from ...reports.stats import wilson_interval
 
 if TYPE_CHECKING:
@@ -42,6 +40,8 @@ def _flag(value: bool | None, evidence: str) -> dict[str, Any]:
 
 
 def masking_flags(rows: pd.DataFrame) -> dict[str, dict[str, Any]]:
+    import numpy as np
+
     main = rows[rows["check"].isna()]
     flags: dict[str, dict[str, Any]] = {}
 
@@ -143,6 +143,8 @@ def _curves(main: pd.DataFrame) -> list[dict[str, Any]]:
 
 
 def _minimal(main: pd.DataFrame) -> list[dict[str, Any]]:
+    import numpy as np
+
     out = []
     for (threat, judge, norm), group in main.groupby(["threat", "judged_by", "eps_mode"]):
         found = group[group["success"]]
