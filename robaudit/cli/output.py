@@ -1,18 +1,36 @@
-"""Printing for people (rich tables on stdout, progress on stderr) and for machines (``--json``)."""
+"""Printing for people (rich tables on stdout, progress on stderr) and for machines (``--json``).
+
+When stdout is not a terminal (a pipe, a file, CI) tables are printed at full width instead of wrapped at
+80 columns; when stderr is not a terminal the progress bar becomes plain lines (done/total, rate, ETA)
+written every few seconds, so that a log shows how far a long run got.
+"""
 
 from __future__ import annotations
 
 import json
 import math
-from collections.abc import Iterator, Mapping
+import sys
+import time
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, TextIO
 
 from rich.console import Console
 from rich.table import Table
 
-stdout = Console()
-stderr = Console(stderr=True)
+#: width of tables printed to a pipe or file: wide enough that no cell is ever folded
+PIPE_WIDTH = 1000
+#: seconds between two plain progress lines
+PROGRESS_EVERY = 10.0
+
+
+def _console(stream: TextIO, *, stderr: bool) -> Console:
+    terminal = stream.isatty()
+    return Console(stderr=stderr, width=None if terminal else PIPE_WIDTH)
+
+
+stdout = _console(sys.stdout, stderr=False)
+stderr = _console(sys.stderr, stderr=True)
 
 
 def _clean(value: Any) -> Any:
@@ -51,7 +69,9 @@ def _nested_table(title: str, records: list[Mapping[str, Any]]) -> Table:
 
 def print_summary(title: str, summary: Mapping[str, Any]) -> None:
     """Scalars in one metric/value table; lists of records and mappings of records as tables of their own."""
-    table = Table(title=title, show_header=True, header_style="bold")
+    # the title on its own line: as a table title it would be wrapped to the (narrow) table's width
+    stdout.print(title, style="bold", highlight=False, markup=False)
+    table = Table(show_header=True, header_style="bold")
     table.add_column("metric")
     table.add_column("value", justify="right")
     nested = []
@@ -67,9 +87,42 @@ def print_summary(title: str, summary: Mapping[str, Any]) -> None:
         stdout.print(extra)
 
 
+def _duration(seconds: float) -> str:
+    whole = round(seconds)
+    hours, rest = divmod(whole, 3600)
+    return f"{hours}:{rest // 60:02d}:{rest % 60:02d}" if hours else f"{rest // 60}:{rest % 60:02d}"
+
+
+def plain_progress(description: str, write: Callable[[str], None], every: float = PROGRESS_EVERY) -> Any:
+    """A progress hook ``(done, total)`` that writes a line at most every ``every`` seconds, and at the end."""
+    started = time.monotonic()
+    last = -math.inf
+
+    def hook(done: int, total: int) -> None:
+        nonlocal last
+        now = time.monotonic()
+        if now - last < every and done < total:
+            return
+        last = now
+        elapsed = now - started
+        rate = done / elapsed if elapsed > 0 else 0.0
+        eta = (total - done) / rate if rate > 0 else math.nan
+        share = f" ({100 * done / total:.0f} %)" if total else ""
+        remaining = _duration(eta) if math.isfinite(eta) else "?"
+        write(
+            f"{description}: {done}/{total}{share}, {rate:.1f} images/s, elapsed {_duration(elapsed)}, ETA {remaining}"
+        )
+
+    return hook
+
+
 @contextmanager
 def progress_bar(description: str) -> Iterator[Any]:
-    """A rich progress bar on stderr, shown from the first update on; yields a hook ``(done, total)``."""
+    """Progress on stderr, shown from the first update on; yields a hook ``(done, total)``: a rich bar on a
+    terminal, plain lines elsewhere."""
+    if not sys.stderr.isatty():
+        yield plain_progress(description, lambda line: print(line, file=sys.stderr, flush=True))
+        return
     from rich.progress import (
         BarColumn,
         MofNCompleteColumn,
