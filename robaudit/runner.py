@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pyarrow as pa
@@ -34,7 +34,11 @@ from .data import (
 from .defenses.base import compose, describe
 from .errors import InputError
 from .models import LoadedModel, ModelSpec, load_model
+from .models.finite import MONITOR, on_batch
 from .provenance import environment
+
+if TYPE_CHECKING:
+    from .reports.writer import ReportWriter
 
 #: called with (images done so far, images in this run) as the run progresses
 ProgressHook = Callable[[int, int], None]
@@ -124,7 +128,16 @@ def _audit_rows(
         torch.from_numpy(labels).to(model.device),
         dataset.sample_info(batch.indices),
     )
-    rows = audit.run_batch(model, audit_batch)
+    # One check per batch, whatever the audit: non-finite logits or input gradients anywhere in the batch's
+    # forward and backward passes stop the run (recorded on the device; read once here).
+    MONITOR.reset()
+    where = on_batch(batch.indices)
+    try:
+        rows = audit.run_batch(model, audit_batch)
+    except Exception:
+        MONITOR.check(where)  # a NaN that made the audit itself fail is the error to report
+        raise
+    MONITOR.check(where)
     defense = rows.pop("defense", None)
     sample = rows.pop("sample", np.arange(len(batch.indices)))
     n = len(sample)
@@ -154,9 +167,12 @@ def run_audit(
     progress: ProgressHook | None = None,
 ) -> RunResult:
     """Run ``audit`` as ``spec`` says and write ``out_dir/<audit>.parquet``."""
-    from .reports.writer import ReportWriter
+    from .reports.writer import ReportWriter, check_modes, prepare_folder
 
     started = time.perf_counter()
+    # Output problems are found before the model and the data are loaded.
+    check_modes(resume, overwrite)
+    prepare_folder(out_dir)
     model = compose(load_model(spec.model, spec.device), list(spec.defenses))
     audit.prepare(model)
     dataset = load_dataset(spec.data, model.preprocessing)
@@ -185,16 +201,53 @@ def run_audit(
         **({"batch_size": spec.batch_size} if audit.batch_dependent else {}),
         "shard": list(shard),
     }
-    out_dir.mkdir(parents=True, exist_ok=True)
     writer = ReportWriter(
         report_path(out_dir, audit.name, shard), audit.schema(), identity, resume=resume, overwrite=overwrite
     )
-    if writer.complete:
-        return RunResult(
-            writer.path, len(chunks), len(chunks), _skipped([writer.path]), time.perf_counter() - started, model
-        )
-    done = writer.done_chunks()
-    todo = [c for c in chunks if c.id not in done]
+    with writer:
+        if writer.complete:
+            return RunResult(
+                writer.path, len(chunks), len(chunks), _skipped([writer.path]), time.perf_counter() - started, model
+            )
+        done = writer.verified_chunks({c.id: c.indices for c in chunks})
+        todo = [c for c in chunks if c.id not in done]
+        skipped = _compute(audit, spec, model, dataset, writer, todo, progress)
+        metadata = {
+            "audit": audit.name,
+            "audit_repr": repr(audit),
+            "run_spec": asdict(spec),
+            "seed": spec.seed,
+            "model": {
+                **model.provenance,
+                "num_classes": model.num_classes,
+                "preprocessing": model.preprocessing.as_dict(),
+            },
+            "data": {
+                "description": dataset.description,
+                "num_classes": dataset.num_classes,
+                "class_names": dataset.class_names,
+                "selected": len(selection),
+                "chunks": len(chunks),
+                "skipped": skipped,
+            },
+            **environment(model.device),
+        }
+        path = writer.finish(metadata)
+    return RunResult(
+        path, len(chunks), len(done & {c.id for c in chunks}), skipped, time.perf_counter() - started, model
+    )
+
+
+def _compute(
+    audit: Audit,
+    spec: RunSpec,
+    model: LoadedModel,
+    dataset: Dataset,
+    writer: ReportWriter,
+    todo: list[Chunk],
+    progress: ProgressHook | None,
+) -> int:
+    """Compute the chunks ``todo`` into ``writer``'s partial folder; returns the skipped images of the run."""
     total = sum(len(c.indices) for c in todo)
     processed = 0
     parts: list[dict[str, np.ndarray]] = []
@@ -217,24 +270,4 @@ def run_audit(
                 chunk.id, _chunk_table(audit, chunk, dataset.labels, parts, failures, describe(model.defenses))
             )
             parts, failures = [], []
-    skipped = _skipped(sorted(writer.partial.glob("chunk-*.parquet")))
-    metadata = {
-        "audit": audit.name,
-        "audit_repr": repr(audit),
-        "run_spec": asdict(spec),
-        "seed": spec.seed,
-        "model": {**model.provenance, "num_classes": model.num_classes, "preprocessing": model.preprocessing.as_dict()},
-        "data": {
-            "description": dataset.description,
-            "num_classes": dataset.num_classes,
-            "class_names": dataset.class_names,
-            "selected": len(selection),
-            "chunks": len(chunks),
-            "skipped": skipped,
-        },
-        **environment(model.device),
-    }
-    path = writer.finish(metadata)
-    return RunResult(
-        path, len(chunks), len(done & {c.id for c in chunks}), skipped, time.perf_counter() - started, model
-    )
+    return _skipped(sorted(writer.partial.glob("chunk-*.parquet")))
