@@ -24,6 +24,7 @@ import torch
 from torch import nn
 
 from ..errors import InputError
+from ..models.finite import MONITOR
 from ..params import check_params, parse_spec
 
 if TYPE_CHECKING:
@@ -122,5 +123,6 @@ def compose(model: LoadedModel, specs: list[str]) -> LoadedModel:
         readout.bind(model, inputs)  # type: ignore[arg-type]
     module = DefendedModel(model.base, inputs, readouts[0] if readouts else None).to(model.device).eval()
     module.requires_grad_(False)
+    MONITOR.watch(module)
     ordered: list[Defense] = [*inputs, *readouts]
     return replace(model, module=module, defenses=ordered)

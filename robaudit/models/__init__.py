@@ -30,6 +30,7 @@ from torch import nn
 from .. import plugins
 from ..errors import InputError, suggest
 from ..registry import import_file, import_target
+from .finite import MONITOR
 from .weights import apply_state_dict, file_sha256, read_state_dict
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -253,6 +254,7 @@ def load_model(spec: ModelSpec, device: str = "auto") -> LoadedModel:
     # Audits differentiate with respect to the input only; frozen parameters skip needless weight
     # gradients (a large saving for iterative attacks).
     module.requires_grad_(False)
+    MONITOR.watch(module)
     return LoadedModel(
         spec=spec,
         module=module,
