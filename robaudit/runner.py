@@ -24,6 +24,7 @@ from .data import (
     Dataset,
     DataSpec,
     LoadedBatch,
+    check_seed,
     iter_batches,
     load_dataset,
     parse_shard,
@@ -66,6 +67,7 @@ class RunSpec:
             if value < least:
                 raise InputError(f"{option} must be >= {least}, got {value}")
         parse_shard(self.shard)
+        check_seed(self.seed)
 
 
 @dataclass

@@ -64,10 +64,14 @@ def _root(
     from .output import stderr
 
     logging.basicConfig(
-        level=logging.INFO if verbose else logging.WARNING,
+        level=logging.INFO if verbose else logging.ERROR,
         format="%(message)s",
         handlers=[RichHandler(console=stderr, show_path=False, show_time=False)],
     )
+    # robaudit's own warnings are for the user; the libraries' (torch, PIL, faiss, pyarrow... through
+    # ``warnings`` or their loggers) are details shown with -v only, never mixed into an error line.
+    logging.getLogger("robaudit").setLevel(logging.INFO if verbose else logging.WARNING)
+    logging.captureWarnings(True)
     for directory in plugins_dir or []:
         from ..plugins import load_plugin_dir
 
@@ -111,6 +115,13 @@ _ABORT = (click.exceptions.Abort, typer.Abort)
 INTERRUPTED = "robaudit: interrupted; finished chunks are kept, continue with --resume"
 
 
+def usage_message(exc: Exception) -> str:
+    """click's usage error (usage, hint and message on several lines) as one line naming the command's help."""
+    message = " ".join(exc.format_message().split())  # type: ignore[attr-defined]
+    context = getattr(exc, "ctx", None)
+    return f"{message} (see {context.command_path} --help)" if context is not None else message
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point of the console script; never lets a traceback reach the user for a user error."""
     command = typer.main.get_command(app)
@@ -119,8 +130,11 @@ def main(argv: list[str] | None = None) -> None:
     except _EXIT as exc:
         sys.exit(exc.exit_code)
     except _USAGE as exc:
-        exc.show()  # type: ignore[attr-defined]
-        sys.exit(exc.exit_code)  # type: ignore[attr-defined]
+        if type(exc).__name__ == "NoArgsIsHelpError":  # a bare group: its help is the answer
+            exc.show()  # type: ignore[attr-defined]
+        else:
+            print(f"robaudit: error: {usage_message(exc)}", file=sys.stderr)
+        sys.exit(EXIT_INPUT)
     except (*_ABORT, KeyboardInterrupt):
         print(INTERRUPTED, file=sys.stderr)
         sys.exit(130)

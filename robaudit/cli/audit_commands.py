@@ -147,7 +147,10 @@ def attack_command(
 
     from .. import plugins
     from ..models import load_model
+    from ..reports.writer import check_output_file
 
+    if save_perturbations is not None:  # found now, not after the whole attack has run
+        check_output_file(save_perturbations, "--save-perturbations")
     threats = [
         t.strip()
         for item in (threat or (["white", "gray"] if spec.defenses else ["white"]))

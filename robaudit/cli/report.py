@@ -117,7 +117,11 @@ def html_command(
     """One self-contained HTML page of every report in a folder: metadata, figures, key numbers, masking flags,
     example images; the figures also go to FOLDER/figures/ as PNG."""
     from ..reports.html import write_html
+    from ..reports.writer import check_output_file
     from .output import stdout
+
+    if out is not None:
+        check_output_file(out, "-o")
 
     stdout.print(f"report: {write_html(folder, out)}", soft_wrap=True, highlight=False)
 
@@ -133,11 +137,13 @@ def md_command(
     import sys
 
     from ..reports.markdown import write_markdown
+    from ..reports.writer import check_output_file
 
+    if out is not None:
+        check_output_file(out, "-o")
     text = write_markdown(folder)
     if out is None:
         # plain stdout, not rich: the Markdown must reach a file or pipe unaltered
         sys.stdout.write(text)
         return
-    out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(text, encoding="utf-8")

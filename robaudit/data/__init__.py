@@ -182,8 +182,20 @@ def parse_range(text: str | None, n: int) -> range:
     return chosen
 
 
+#: seeds are unsigned 32-bit: every random generator robaudit seeds (numpy, torch, per-image derived
+#: seeds such as seed × 1000003 + index) accepts them without overflow
+MAX_SEED = 2**32 - 1
+
+
+def check_seed(seed: int) -> int:
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or not 0 <= seed <= MAX_SEED:
+        raise InputError(f"--seed must be an integer from 0 to {MAX_SEED}, got {seed!r}")
+    return int(seed)
+
+
 def select_samples(labels: np.ndarray, spec: DataSpec, seed: int) -> np.ndarray:
     """The sorted sample indices a run visits: ``--indices`` first, then the stratified ``--limit``."""
+    check_seed(seed)
     window = np.asarray(parse_range(spec.indices, len(labels)))
     return window[stratified_subset(labels[window], spec.limit, seed)]
 

@@ -181,7 +181,11 @@ def files_fingerprint(root: Path, files: list[str], labels: np.ndarray, sizing: 
     """
     digest = hashlib.sha256()
     for path, label in zip(files, labels, strict=True):
-        digest.update(f"{os.path.relpath(path, root)}\t{label}\t{os.path.getsize(path)}\n".encode())
+        try:
+            size: int | str = os.path.getsize(path)
+        except OSError:  # a dangling link or an unreadable entry: it fails to decode and is reported then
+            size = "unreadable"
+        digest.update(f"{os.path.relpath(path, root)}\t{label}\t{size}\n".encode())
     digest.update(sizing.encode())
     return digest.hexdigest()
 

@@ -17,6 +17,7 @@ every audit works in pixel space), freezes the parameters and puts the model in 
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import re
 from dataclasses import dataclass, field, replace
@@ -82,7 +83,13 @@ class ModelSpec:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ModelSpec:
-        """Inverse of ``dataclasses.asdict`` (JSON turns tuples into lists)."""
+        """Inverse of ``dataclasses.asdict`` (JSON turns tuples into lists); a damaged dict is an input error."""
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known) if isinstance(data, dict) else []
+        if not isinstance(data, dict) or unknown or not isinstance(data.get("name"), str):
+            raise InputError(
+                f"a recorded model spec is damaged ({f'unknown field(s) {unknown}' if unknown else 'no model name'})"
+            )
         fields: dict[str, Any] = {k: tuple(v) if isinstance(v, list) else v for k, v in data.items()}
         return cls(**fields)
 

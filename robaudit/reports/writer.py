@@ -213,6 +213,13 @@ def check_modes(resume: bool, overwrite: bool) -> None:
         raise InputError("--resume continues a run and --overwrite discards it: pass one of them, not both")
 
 
+def check_output_file(path: Path, option: str) -> None:
+    """Before anything is computed: ``path`` can be written (its folder exists or can be made; it is no folder)."""
+    if path.is_dir():
+        raise InputError(f"{option} {path} is a folder; name the file to write")
+    prepare_folder(path.parent, option)
+
+
 def prepare_folder(folder: Path, option: str = "--out") -> None:
     """Create ``folder`` (and its parents) for writing, or say in one line why it cannot be."""
     if folder.is_dir():
