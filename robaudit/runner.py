@@ -25,6 +25,7 @@ from .data import (
     DataSpec,
     LoadedBatch,
     check_seed,
+    check_workers,
     iter_batches,
     load_dataset,
     parse_shard,
@@ -59,15 +60,12 @@ class RunSpec:
 
     def __post_init__(self) -> None:
         # Checked before anything is loaded or written, so a typo never leaves a partial run behind.
-        for option, value, least in (
-            ("--batch-size", self.batch_size, 1),
-            ("--chunk-size", self.chunk_size, 1),
-            ("--workers", self.workers, 0),
-        ):
+        for option, value, least in (("--batch-size", self.batch_size, 1), ("--chunk-size", self.chunk_size, 1)):
             if value < least:
                 raise InputError(f"{option} must be >= {least}, got {value}")
         parse_shard(self.shard)
         check_seed(self.seed)
+        check_workers(self.workers)
 
 
 @dataclass

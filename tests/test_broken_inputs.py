@@ -180,6 +180,7 @@ SHARED: list[tuple[str, list[object], str]] = [
     ("--batch-size 0", ["--batch-size", 0], "--batch-size"),
     ("--chunk-size 0", ["--chunk-size", 0], "--chunk-size"),
     ("--workers -1", ["--workers", -1], "--workers"),
+    ("--workers beyond the CPUs", ["--workers", 10**6], "--workers"),
     ("empty --indices", ["--indices", "9:3"], "--indices"),
     ("--indices not a range", ["--indices", "abc"], "--indices"),
     ("--shard out of range", ["--shard", "2/2"], "--shard"),
@@ -209,6 +210,18 @@ SHARED: list[tuple[str, list[object], str]] = [
     ("--std zero", ["--std", "0,1,1"], "std"),
     ("--num-classes 0", ["--num-classes", 0], "--num-classes"),
     ("--input-size two numbers", ["--input-size", "32,32"], "--input-size"),
+    ("--input-size with a zero", ["--input-size", "3,0,32"], "--input-size"),
+    ("--model not a factory", ["--model", "os:system"], "not a model factory"),
+    (
+        "--defense cache index unknown",
+        ["--defense", lambda ws, t: f"cache:path={ws.cache},retrieval=knn,index=lsh"],
+        "index",
+    ),
+    (
+        "--defense cache more lists than keys",
+        ["--defense", lambda ws, t: f"cache:path={ws.cache},retrieval=knn,index=ivf:9999"],
+        "ivf",
+    ),
     ("unknown option", ["--lmit", 3], "--limit"),
     ("option value not a number", ["--batch-size", "many"], "--batch-size"),
 ]
@@ -218,6 +231,13 @@ CASES: list[tuple[str, Argv, str]] = [
 ]
 
 CASES += [
+    pytest.param(  # validated by the attack audit's own checks, which belong with its parameters
+        "attack: negative --check-samples",
+        audit("attack", "--check-samples", -1),
+        "--check-samples",
+        marks=pytest.mark.xfail(reason="AttackAudit does not check check_samples yet", strict=False),
+        id="attack: negative --check-samples",
+    ),  # type: ignore[list-item]
     # attack
     ("attack: --eps not a number", audit("attack", "--eps", "big"), "--eps"),
     ("attack: negative --eps", audit("attack", "--eps", "-0.1"), "--eps"),
@@ -649,6 +669,7 @@ CASES += [
     ),
     # report commands given other things
     ("report show: a folder", lambda ws, t: ["report", "show", ws.report.parent], "folder"),
+    ("report show: negative --rows", lambda ws, t: ["report", "show", ws.report, "--rows", -5], "--rows"),
     ("report show: unknown --columns", lambda ws, t: ["report", "show", ws.report, "--columns", "nope"], "nope"),
     ("report html: folder missing", lambda ws, t: ["report", "html", t / "none"], "none"),
     ("report html: a file", lambda ws, t: ["report", "html", file(t)], "file.txt"),
@@ -727,7 +748,10 @@ def one_error_line(result: CliResult) -> str:
     return errors[0]
 
 
-@pytest.mark.parametrize(("name", "argv", "words"), CASES, ids=[c[0] for c in CASES])
+PARAMS = [c if isinstance(c, type(pytest.param())) else pytest.param(*c, id=c[0]) for c in CASES]
+
+
+@pytest.mark.parametrize(("name", "argv", "words"), PARAMS)
 def test_a_broken_input_exits_2_with_one_line(
     cli: Cli, ws: Workspace, tmp_path: Path, name: str, argv: Argv, words: str
 ) -> None:
@@ -743,7 +767,7 @@ def test_every_command_is_covered() -> None:
                      "spectrum", "cache build", "cache tune", "pca fit", "report show", "report summarize",
                      "report html", "report md", "gate", "run", "demo"}  # fmt: skip
     for command in names:
-        cases = [c for c in CASES if c[0].startswith(f"{command}:")]
+        cases = [p for p in PARAMS if str(p.id).startswith(f"{command}:")]
         assert len(cases) >= (1 if command in ("plugins", "models", "defenses", "attacks") else 3), command
 
 
@@ -769,3 +793,23 @@ def test_library_warnings_stay_off_stderr_unless_verbose(ws: Workspace, tmp_path
     assert quiet.returncode == 2 and quiet.stderr.strip().splitlines() == [quiet.stderr.strip()], quiet.stderr
     verbose = subprocess.run([*run, "-v", *map(str, argv)], capture_output=True, text=True, env=env, timeout=300)
     assert verbose.returncode == 2 and "a library warning" in verbose.stderr
+
+
+HUNGRY = """
+
+class Hungry(Tiny):
+    def forward(self, x):
+        raise RuntimeError("DefaultCPUAllocator: can't allocate memory: you tried to allocate 32000000000000 bytes")
+
+
+def hungry(name, *, pretrained=False, num_classes=None):
+    return _build(Hungry(num_classes or 10), num_classes or 10)
+"""
+
+
+def test_running_out_of_memory_is_one_line_with_exit_3(cli: Cli, tmp_path: Path) -> None:
+    models = tmp_path / "m.py"
+    models.write_text(textwrap.dedent(TINY_MODELS) + textwrap.dedent(HUNGRY))
+    result = cli("eval", "--model", f"{models}:hungry", "--limit", 8, "--device", "cpu", "--out", tmp_path / "o")
+    line = one_error_line(result)
+    assert result.code == 3 and "out of memory" in line and "--batch-size" in line

@@ -115,6 +115,14 @@ _ABORT = (click.exceptions.Abort, typer.Abort)
 INTERRUPTED = "robaudit: interrupted; finished chunks are kept, continue with --resume"
 
 
+def out_of_memory(exc: BaseException) -> bool:
+    """Host or device memory ran out (``MemoryError``, torch's ``OutOfMemoryError`` or allocator errors)."""
+    if isinstance(exc, MemoryError) or type(exc).__name__ == "OutOfMemoryError":
+        return True
+    text = str(exc)
+    return isinstance(exc, RuntimeError) and ("can't allocate memory" in text or "out of memory" in text)
+
+
 def usage_message(exc: Exception) -> str:
     """click's usage error (usage, hint and message on several lines) as one line naming the command's help."""
     message = " ".join(exc.format_message().split())  # type: ignore[attr-defined]
@@ -142,6 +150,13 @@ def main(argv: list[str] | None = None) -> None:
         print(f"robaudit: error: {exc}", file=sys.stderr)
         sys.exit(exc.exit_code)
     except Exception as exc:
+        if out_of_memory(exc):
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            print(
+                f"robaudit: error: out of memory ({first[:200]}); use a smaller --batch-size or another --device",
+                file=sys.stderr,
+            )
+            sys.exit(EXIT_RUNTIME)
         if os.environ.get("ROBAUDIT_DEBUG"):
             traceback.print_exc()
         else:

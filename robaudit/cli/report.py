@@ -30,6 +30,8 @@ def show_command(
     from ..reports.read import read_report
     from .output import fmt, print_json, stdout
 
+    if rows < 0:
+        raise InputError(f"--rows must be >= 0, got {rows}")
     frame, meta = read_report(path)
     head = frame.head(rows)
     if as_json:

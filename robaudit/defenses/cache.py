@@ -220,25 +220,38 @@ def torch_topk(query: torch.Tensor, keys: torch.Tensor, k: int, chunk: int = 163
     return best_index
 
 
+def parse_index(spec: str, count: int) -> tuple[str, int]:
+    """``flat`` -> ("flat", 0), ``ivf[:NLIST]`` -> ("ivf", NLIST; default √count), ``hnsw[:M]`` -> ("hnsw", M)."""
+    kind, _, arg = str(spec).partition(":")
+    if kind not in ("flat", "ivf", "hnsw") or (arg and not arg.isdigit()) or (kind == "flat" and arg):
+        raise InputError(f"cache index must be flat, ivf[:NLIST] or hnsw[:M], got {spec!r}")
+    if kind == "ivf":
+        nlist = int(arg or max(1, int(math.sqrt(count))))
+        if not 1 <= nlist <= count:
+            raise InputError(f"cache index ivf:{nlist} needs 1 to {count} lists (at least one key per list)")
+        return kind, nlist
+    if kind == "hnsw" and int(arg or 32) < 2:
+        raise InputError(f"cache index hnsw:M needs M >= 2, got {spec!r}")
+    return kind, int(arg or 32) if kind == "hnsw" else 0
+
+
 def faiss_index(keys: np.ndarray, spec: str, nprobe: int) -> Any:
     """An inner-product faiss index over ``keys``: ``flat`` (exact), ``ivf:NLIST`` or ``hnsw:M``."""
     import faiss
 
     data = np.ascontiguousarray(keys, dtype=np.float32)
     dim = data.shape[1]
-    kind, _, arg = spec.partition(":")
+    kind, size = parse_index(spec, len(data))
     index: Any
     if kind == "flat":
         index = faiss.IndexFlatIP(dim)
     elif kind == "ivf":
-        nlist = int(arg or max(1, int(math.sqrt(len(data)))))
-        index = faiss.IndexIVFFlat(faiss.IndexFlatIP(dim), dim, nlist, faiss.METRIC_INNER_PRODUCT)
+        index = faiss.IndexIVFFlat(faiss.IndexFlatIP(dim), dim, size, faiss.METRIC_INNER_PRODUCT)
+        index.cp.min_points_per_centroid = 1  # quiets a C++ warning on stderr; the lists are the same
         index.train(data)
         index.nprobe = nprobe
-    elif kind == "hnsw":
-        index = faiss.IndexHNSWFlat(dim, int(arg or 32), faiss.METRIC_INNER_PRODUCT)
     else:
-        raise InputError(f"index must be flat, ivf[:NLIST] or hnsw[:M], got {spec!r}")
+        index = faiss.IndexHNSWFlat(dim, size, faiss.METRIC_INNER_PRODUCT)
     index.add(data)
     return index
 
@@ -278,7 +291,11 @@ class KeyValueCache(ReadoutDefense):
             raise InputError(f"cache k must be a positive integer, got {k!r}")
         if dtype not in DTYPES:
             raise InputError(f"cache dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
+        for label, value in (("nprobe", nprobe), ("chunk", chunk)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise InputError(f"cache {label} must be a positive integer, got {value!r}")
         self.artifact = CacheArtifact(Path(path))
+        parse_index(index, len(self.artifact.keys))
         self.theta, self.lam, self.retrieval = float(theta), float(lam), retrieval
         self.k, self.search, self.index_spec, self.nprobe, self.chunk = k, search, index, nprobe, chunk
         self.dtype_name = dtype

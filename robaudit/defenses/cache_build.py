@@ -77,7 +77,11 @@ def _spherical_kmeans(keys: np.ndarray, n: int, seed: int) -> tuple[np.ndarray, 
     import faiss
 
     n = min(n, len(keys))
-    kmeans = faiss.Kmeans(keys.shape[1], n, niter=25, seed=seed, spherical=True, verbose=False)
+    # min_points_per_centroid only decides whether faiss prints a warning (from C++, onto stderr) about few
+    # points per centroid; 1 keeps it quiet without changing the clustering
+    kmeans = faiss.Kmeans(
+        keys.shape[1], n, niter=25, seed=seed, spherical=True, verbose=False, min_points_per_centroid=1
+    )
     kmeans.train(np.ascontiguousarray(keys, dtype=np.float32))
     _, assignment = kmeans.index.search(np.ascontiguousarray(keys, dtype=np.float32), 1)
     return np.asarray(kmeans.centroids), assignment[:, 0]

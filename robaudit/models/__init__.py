@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import inspect
 import re
 from dataclasses import dataclass, field, replace
 from functools import cached_property
@@ -216,6 +217,15 @@ def _build(name: str, spec: ModelSpec) -> tuple[ModelBuild, str]:
         kwargs["num_classes"] = spec.num_classes
     # Randomly initialized weights are drawn from a fixed seed, so that the same spec always gives the same
     # model (reports and resumed runs rely on it); the global RNG state is left as it was.
+    try:
+        inspect.signature(factory).bind(inner_name, **kwargs)
+    except TypeError as exc:
+        raise InputError(
+            f"{name!r} resolves to {origin}, which is not a model factory: it cannot be called as "
+            f"factory(name, {', '.join(f'{k}=...' for k in kwargs)}) ({exc})"
+        ) from None
+    except ValueError:  # no signature to check (some builtins): the call itself will tell
+        pass
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)
         built = factory(inner_name, **kwargs)
@@ -241,6 +251,8 @@ def load_model(spec: ModelSpec, device: str = "auto") -> LoadedModel:
     """Build, load weights, wrap normalization, freeze, eval mode, move to ``device``."""
     if spec.num_classes is not None and spec.num_classes < 1:
         raise InputError(f"--num-classes must be >= 1, got {spec.num_classes}")
+    if spec.input_size is not None and min(spec.input_size) < 1:
+        raise InputError(f"--input-size must be positive C,H,W, got {','.join(map(str, spec.input_size))}")
     dev = resolve_device(device)
     build, origin = _build(spec.name, spec)
     provenance: dict[str, Any] = {"model": spec.name, "resolved_by": origin, "pretrained_from": build.pretrained_from}
