@@ -167,12 +167,12 @@ def run_audit(
     progress: ProgressHook | None = None,
 ) -> RunResult:
     """Run ``audit`` as ``spec`` says and write ``out_dir/<audit>.parquet``."""
-    from .reports.writer import ReportWriter, check_modes, prepare_folder
+    from .reports.writer import ReportWriter, check_folder, check_modes
 
     started = time.perf_counter()
     # Output problems are found before the model and the data are loaded.
     check_modes(resume, overwrite)
-    prepare_folder(out_dir)
+    check_folder(out_dir)
     model = compose(load_model(spec.model, spec.device), list(spec.defenses))
     audit.prepare(model)
     dataset = load_dataset(spec.data, model.preprocessing)

@@ -180,9 +180,9 @@ def spectrum_command(
 ) -> None:
     """Power spectrum and median radial frequency f0.5 (cycles/pixel) of minimal adversarial perturbations
     (saved by robaudit attack, or computed here for --model) or of each corruption's difference image."""
-    from ..reports.writer import prepare_folder
+    from ..reports.writer import check_folder
 
-    prepare_folder(report.out)  # before anything is computed
+    check_folder(report.out)  # before anything is computed
     if of == "corruptions":
         corruption_spectra(spec, data_spec, report, corruptions, severities, params, grid)
         return

@@ -220,14 +220,24 @@ def check_output_file(path: Path, option: str) -> None:
     prepare_folder(path.parent, option)
 
 
+def check_folder(folder: Path, option: str = "--out") -> None:
+    """Whether ``folder`` is, or can be created as, a writable folder; creates nothing."""
+    existing = folder
+    while not (existing.exists() or existing.is_symlink()) and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise InputError(
+            f"{option} {folder} is not a folder (it names an existing file or a broken link)"
+            if existing == folder
+            else f"{option} {folder} is not a folder ({existing} is an existing file or a broken link)"
+        )
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise InputError(f"{option} {folder}: {existing} is not writable")
+
+
 def prepare_folder(folder: Path, option: str = "--out") -> None:
     """Create ``folder`` (and its parents) for writing, or say in one line why it cannot be."""
-    if folder.is_dir():
-        if not os.access(folder, os.W_OK | os.X_OK):
-            raise InputError(f"{option} {folder}: the folder is not writable")
-        return
-    if folder.exists() or folder.is_symlink():
-        raise InputError(f"{option} {folder} is not a folder (it names an existing file or a broken link)")
+    check_folder(folder, option)
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
