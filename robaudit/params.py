@@ -40,6 +40,8 @@ def parse_spec(text: str, option: str) -> tuple[str, dict[str, Any]]:
         key, sep, value = item.partition("=")
         if not sep or not key.strip():
             raise InputError(f"{option} {text!r}: expected NAME:key=value,..., got {item!r}")
+        if key.strip() in params:
+            raise InputError(f"{option} {text!r} gives {key.strip()!r} twice; give each parameter once")
         params[key.strip()] = parse_value(value.strip())
     if not name:
         raise InputError(f"{option} {text!r} names nothing")

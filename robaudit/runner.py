@@ -14,12 +14,11 @@ what the audit takes (``Audit.inputs``: images in [0, 1], or perturbations).
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pyarrow as pa
@@ -30,6 +29,8 @@ from .data import (
     Dataset,
     DataSpec,
     LoadedBatch,
+    check_seed,
+    check_workers,
     iter_batches,
     load_dataset,
     parse_shard,
@@ -40,7 +41,11 @@ from .data import (
 from .defenses.base import compose, describe
 from .errors import InputError
 from .models import LoadedModel, ModelSpec, Preprocessing, load_model, resolve_device
+from .models.finite import MONITOR, on_batch
 from .provenance import environment
+
+if TYPE_CHECKING:
+    from .reports.writer import ReportWriter
 
 #: called with (images done so far, images in this run) as the run progresses
 ProgressHook = Callable[[int, int], None]
@@ -61,14 +66,12 @@ class RunSpec:
 
     def __post_init__(self) -> None:
         # Checked before anything is loaded or written, so a typo never leaves a partial run behind.
-        for option, value, least in (
-            ("--batch-size", self.batch_size, 1),
-            ("--chunk-size", self.chunk_size, 1),
-            ("--workers", self.workers, 0),
-        ):
+        for option, value, least in (("--batch-size", self.batch_size, 1), ("--chunk-size", self.chunk_size, 1)):
             if value < least:
                 raise InputError(f"{option} must be >= {least}, got {value}")
         parse_shard(self.shard)
+        check_seed(self.seed)
+        check_workers(self.workers)
 
 
 @dataclass
@@ -133,7 +136,16 @@ def _audit_rows(
         torch.from_numpy(labels).to(device),
         dataset.sample_info(batch.indices),
     )
-    rows = audit.run_batch(model, audit_batch)  # type: ignore[arg-type]  # None only for audits without a model
+    # One check per batch, whatever the audit: non-finite logits or input gradients anywhere in the batch's
+    # forward and backward passes stop the run (recorded on the device; read once here).
+    MONITOR.reset()
+    where = on_batch(batch.indices)
+    try:
+        rows = audit.run_batch(model, audit_batch)  # type: ignore[arg-type]  # None only for audits without a model
+    except Exception:
+        MONITOR.check(where)  # a NaN that made the audit itself fail is the error to report
+        raise
+    MONITOR.check(where)
     defense = rows.pop("defense", None)
     sample = rows.pop("sample", np.arange(len(batch.indices)))
     n = len(sample)
@@ -149,18 +161,6 @@ def _audit_rows(
 
 def _defense(model: LoadedModel | None) -> str:
     return describe(model.defenses) if model is not None else "none"
-
-
-def _check_exports(audit: Audit) -> None:
-    """An export's target must be writable before hours of computing, not after."""
-    for target, _ in audit.exports():
-        folder = Path(target).parent
-        if Path(target).is_dir():
-            raise InputError(f"{target} is a folder; name the file to write")
-        if not folder.is_dir():
-            raise InputError(f"cannot write {target}: the folder {folder} does not exist")
-        if not os.access(folder, os.W_OK):
-            raise InputError(f"cannot write {target}: the folder {folder} is not writable")
 
 
 def _skipped(files: list[Path]) -> int:
@@ -179,11 +179,15 @@ def run_audit(
     progress: ProgressHook | None = None,
 ) -> RunResult:
     """Run ``audit`` as ``spec`` says and write ``out_dir/<audit>.parquet``."""
-    from .reports.writer import ReportWriter
+    from .reports.writer import ReportWriter, check_folder, check_modes, check_output_file
 
     started = time.perf_counter()
+    # Output problems are found before the model and the data are loaded.
+    check_modes(resume, overwrite)
+    check_folder(out_dir)
     spec = audit.adjust_spec(spec)
-    _check_exports(audit)
+    for export in audit.exports():
+        check_output_file(export.target, export.option)
     model: LoadedModel | None = None
     if spec.model is not None:
         model = compose(load_model(spec.model, spec.device), list(spec.defenses))
@@ -221,22 +225,63 @@ def run_audit(
         **({"batch_size": spec.batch_size} if audit.batch_dependent else {}),
         "shard": list(shard),
     }
-    out_dir.mkdir(parents=True, exist_ok=True)
     writer = ReportWriter(
         report_path(out_dir, audit.name, shard), audit.schema(), identity, resume=resume, overwrite=overwrite
     )
-    if writer.complete:
-        return RunResult(
-            writer.path,
-            len(chunks),
-            len(chunks),
-            _skipped([writer.path]),
-            time.perf_counter() - started,
-            model,
-            [write(writer.path, Path(target)) for target, write in audit.exports()],
-        )
-    done = writer.done_chunks()
-    todo = [c for c in chunks if c.id not in done]
+    with writer:
+        if writer.complete:
+            return RunResult(
+                writer.path,
+                len(chunks),
+                len(chunks),
+                _skipped([writer.path]),
+                time.perf_counter() - started,
+                model,
+                [export.write(writer.path, export.target) for export in audit.exports()],
+            )
+        done = writer.verified_chunks({c.id: c.indices for c in chunks})
+        todo = [c for c in chunks if c.id not in done]
+        skipped = _compute(audit, spec, model, device, dataset, writer, todo, progress)
+        metadata = {
+            "audit": audit.name,
+            "audit_repr": repr(audit),
+            "run_spec": asdict(spec),
+            "seed": spec.seed,
+            "model": {
+                **model.provenance,
+                "num_classes": model.num_classes,
+                "preprocessing": model.preprocessing.as_dict(),
+            }
+            if model is not None
+            else None,
+            "data": {
+                "description": dataset.description,
+                "num_classes": dataset.num_classes,
+                "class_names": dataset.class_names,
+                "selected": len(selection),
+                "chunks": len(chunks),
+                "skipped": skipped,
+            },
+            **environment(device),
+        }
+        path = writer.finish(metadata)
+    exported = [export.write(path, export.target) for export in audit.exports()]
+    return RunResult(
+        path, len(chunks), len(done & {c.id for c in chunks}), skipped, time.perf_counter() - started, model, exported
+    )
+
+
+def _compute(
+    audit: Audit,
+    spec: RunSpec,
+    model: LoadedModel | None,
+    device: Any,
+    dataset: Dataset,
+    writer: ReportWriter,
+    todo: list[Chunk],
+    progress: ProgressHook | None,
+) -> int:
+    """Compute the chunks ``todo`` into ``writer``'s partial folder; returns the skipped images of the run."""
     total = sum(len(c.indices) for c in todo)
     processed = 0
     parts: list[dict[str, np.ndarray]] = []
@@ -257,27 +302,4 @@ def run_audit(
         if last:
             writer.write_chunk(chunk.id, _chunk_table(audit, chunk, dataset.labels, parts, failures, _defense(model)))
             parts, failures = [], []
-    skipped = _skipped(sorted(writer.partial.glob("chunk-*.parquet")))
-    metadata = {
-        "audit": audit.name,
-        "audit_repr": repr(audit),
-        "run_spec": asdict(spec),
-        "seed": spec.seed,
-        "model": {**model.provenance, "num_classes": model.num_classes, "preprocessing": model.preprocessing.as_dict()}
-        if model is not None
-        else None,
-        "data": {
-            "description": dataset.description,
-            "num_classes": dataset.num_classes,
-            "class_names": dataset.class_names,
-            "selected": len(selection),
-            "chunks": len(chunks),
-            "skipped": skipped,
-        },
-        **environment(device),
-    }
-    path = writer.finish(metadata)
-    exported = [write(path, Path(target)) for target, write in audit.exports()]
-    return RunResult(
-        path, len(chunks), len(done & {c.id for c in chunks}), skipped, time.perf_counter() - started, model, exported
-    )
+    return _skipped(sorted(writer.partial.glob("chunk-*.parquet")))

@@ -26,7 +26,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, NamedTuple
 
 from ..params import Parameterized, parameters_of
 from ..reports.content import Flag, Table, generic_tables, num, pct, summary_flags
@@ -54,8 +54,14 @@ BASE_COLUMNS: dict[str, str] = {
     "defense": "string",
 }
 
-#: what an audit writes after its report is finished: (target path, writer(report, target) -> message)
-Export = tuple[Path, Callable[[Path, Path], str]]
+
+class Export(NamedTuple):
+    """A file an audit asks to write from its finished report: ``write(report, target) -> message``; the
+    ``option`` that asked for it names it in errors (its target is checked before anything is computed)."""
+
+    target: Path
+    write: Callable[[Path, Path], str]
+    option: str
 
 
 def arrow_type(spec: Any) -> pa.DataType:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from ..errors import RunError
 from ..reports.content import FigureSpec, Table, interval, pairs, pct, text
 from ..reports.metrics import Metric, Pattern, present
 from ..reports.stats import wilson_interval
@@ -43,13 +42,6 @@ class EvalAudit(Audit):
 
         with torch.inference_mode():
             logits = model(batch.images).float()
-        finite = torch.isfinite(logits).all(dim=1)
-        if not bool(finite.all()):
-            bad = batch.indices[(~finite).cpu().numpy()]
-            raise RunError(
-                f"the model produced NaN or inf logits for {len(bad)} image(s) "
-                f"(data indices {', '.join(map(str, bad[:5].tolist()))}{'...' if len(bad) > 5 else ''})"
-            )
         probs = logits.softmax(dim=1)
         confidence, prediction = probs.max(dim=1)
         labels = batch.labels

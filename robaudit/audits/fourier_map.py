@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from ..errors import InputError, RunError
+from ..errors import InputError
 from ..reports.content import FigureSpec, Table, num, pairs, pct
 from ..reports.metrics import Metric, Pattern, present
 from .base import Audit, AuditBatch
@@ -113,8 +113,6 @@ class FourierMapAudit(Audit):
             perturbed = (x[:, None] + scale[:, None, None, None, None] * part[None, :, None]).clamp(0, 1)
             with torch.inference_mode():
                 logits = model(perturbed.flatten(0, 1)).float()
-            if not bool(torch.isfinite(logits).all()):
-                raise RunError("the model produced NaN or inf logits on Fourier-perturbed images")
             predictions[:, start : start + len(part)] = logits.argmax(dim=1).view(n, len(part)).cpu().numpy()
         labels = y.cpu().numpy()
         u, v = signed(freqs[:, 0], h), signed(freqs[:, 1], w)

@@ -124,17 +124,53 @@ def _root(
     """Audit how robust an image classifier is, and make it more robust.
 
     Exit codes: 0 ok, 1 a gate failed, 2 a usage or input error, 3 a runtime failure.
-    Set ROBAUDIT_DISABLE_PLUGINS=1 to load no third-party plugins.
+    Set ROBAUDIT_DISABLE_PLUGINS=1 to load no third-party plugins. --plugins-dir and -v may also follow
+    the command.
     """
+    configure_logging(verbose)
+
+
+def configure_logging(verbose: bool) -> None:
+    """robaudit's own warnings are for the user; the libraries' (torch, PIL, faiss, pyarrow... through
+    ``warnings`` or their loggers) are details shown with -v only, never mixed into an error line."""
     from rich.logging import RichHandler
 
     from .output import stderr
 
     logging.basicConfig(
-        level=logging.INFO if verbose else logging.WARNING,
+        level=logging.INFO if verbose else logging.ERROR,
         format="%(message)s",
         handlers=[RichHandler(console=stderr, show_path=False, show_time=False)],
+        force=True,
     )
+    logging.getLogger("robaudit").setLevel(logging.INFO if verbose else logging.WARNING)
+    logging.captureWarnings(True)
+
+
+#: the root's options, which are accepted anywhere on the command line (they are moved to the front)
+GLOBAL_FLAGS = ("-v", "--verbose")
+GLOBAL_VALUES = ("--plugins-dir",)
+
+
+def hoist_global_options(argv: list[str]) -> list[str]:
+    """``robaudit eval --plugins-dir DIR ...`` as ``robaudit --plugins-dir DIR eval ...``: the root's options
+    may follow the command, where users naturally put them."""
+    front: list[str] = []
+    rest: list[str] = []
+    words = iter(argv)
+    for word in words:
+        if word == "--":
+            rest += [word, *words]
+            break
+        if word in GLOBAL_FLAGS:
+            front.append(word)
+        elif word in GLOBAL_VALUES:
+            front += [word, next(words, "")]
+        elif any(word.startswith(f"{flag}=") for flag in GLOBAL_VALUES):
+            front.append(word)
+        else:
+            rest.append(word)
+    return [*front, *rest]
 
 
 app.command("audit")(audit_commands.generic_command)
@@ -169,16 +205,36 @@ _ABORT = (click.exceptions.Abort, typer.Abort)
 INTERRUPTED = "robaudit: interrupted; finished chunks are kept, continue with --resume"
 
 
+def out_of_memory(exc: BaseException) -> bool:
+    """Host or device memory ran out (``MemoryError``, torch's ``OutOfMemoryError`` or allocator errors)."""
+    if isinstance(exc, MemoryError) or type(exc).__name__ == "OutOfMemoryError":
+        return True
+    text = str(exc)
+    return isinstance(exc, RuntimeError) and ("can't allocate memory" in text or "out of memory" in text)
+
+
+def usage_message(exc: Exception) -> str:
+    """click's usage error (usage, hint and message on several lines) as one line naming the command's help."""
+    message = " ".join(exc.format_message().split())  # type: ignore[attr-defined]
+    context = getattr(exc, "ctx", None)
+    return f"{message} (see {context.command_path} --help)" if context is not None else message
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point of the console script; never lets a traceback reach the user for a user error."""
     command = typer.main.get_command(app)
+    argv = hoist_global_options(list(sys.argv[1:] if argv is None else argv))
+    configure_logging(any(word in GLOBAL_FLAGS for word in argv))  # before plugin files load, as -v says
     try:
         code = command.main(args=argv, prog_name="robaudit", standalone_mode=False)
     except _EXIT as exc:
         sys.exit(exc.exit_code)
     except _USAGE as exc:
-        exc.show()  # type: ignore[attr-defined]
-        sys.exit(exc.exit_code)  # type: ignore[attr-defined]
+        if type(exc).__name__ == "NoArgsIsHelpError":  # a bare group: its help is the answer
+            exc.show()  # type: ignore[attr-defined]
+        else:
+            print(f"robaudit: error: {usage_message(exc)}", file=sys.stderr)
+        sys.exit(EXIT_INPUT)
     except (*_ABORT, KeyboardInterrupt):
         print(INTERRUPTED, file=sys.stderr)
         sys.exit(130)
@@ -186,6 +242,13 @@ def main(argv: list[str] | None = None) -> None:
         print(f"robaudit: error: {exc}", file=sys.stderr)
         sys.exit(exc.exit_code)
     except Exception as exc:
+        if out_of_memory(exc):
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            print(
+                f"robaudit: error: out of memory ({first[:200]}); use a smaller --batch-size or another --device",
+                file=sys.stderr,
+            )
+            sys.exit(EXIT_RUNTIME)
         if os.environ.get("ROBAUDIT_DEBUG"):
             traceback.print_exc()
         else:

@@ -173,6 +173,7 @@ def tune_command(
     from ..defenses.cache import CacheArtifact, KeyValueCache
     from ..defenses.cache_tune import held_out_queries, summarize_grid, tune_grid, write_grid
     from ..errors import InputError
+    from ..reports.writer import check_output_file
     from .output import print_json, print_summary, progress_bar, stderr
 
     artifact = CacheArtifact(cache)
@@ -186,6 +187,7 @@ def tune_command(
     target = out or cache / "tune.parquet"
     if target.exists() and not overwrite:
         raise InputError(f"{target} already exists; pass --overwrite to replace it")
+    check_output_file(target, "--out")
     with progress_bar("held-out features") as hook:
         queries, logits, labels = held_out_queries(
             cache_defense,

@@ -72,8 +72,12 @@ def preview_command(
     """Draw one image under every chosen corruption (rows) and severity (columns) into a PNG grid."""
     from .. import corruptions as catalog
     from ..errors import InputError
+    from ..reports.writer import check_output_file
     from .output import stderr
 
+    check_output_file(out, "--out")
+    if size is not None and size < 1:
+        raise InputError(f"--size must be >= 1, got {size}")
     names = catalog.resolve_names(corruptions)
     chosen = catalog.parse_severities(severities)
     if (image is None) == (data is None):

@@ -30,6 +30,8 @@ def show_command(
     from ..reports.read import read_report
     from .output import fmt, print_json, stdout
 
+    if rows < 0:
+        raise InputError(f"--rows must be >= 0, got {rows}")
     frame, meta = read_report(path)
     head = frame.head(rows)
     if as_json:
@@ -127,8 +129,11 @@ def html_command(
     example images (with --data); the figures also go as PNG to figures/ beside the page."""
     from ..data import DataSpec
     from ..presentation.html import write_html
+    from ..reports.writer import check_output_file
     from .output import stdout
 
+    if out is not None:
+        check_output_file(out, "-o")
     spec = DataSpec(data, split=split) if data is not None else None
     stdout.print(f"report: {write_html(folder, out, spec)}", soft_wrap=True, highlight=False)
 
@@ -144,11 +149,13 @@ def md_command(
     import sys
 
     from ..presentation.markdown import write_markdown
+    from ..reports.writer import check_output_file
 
+    if out is not None:
+        check_output_file(out, "-o")
     text = write_markdown(folder)
     if out is None:
         # plain stdout, not rich: the Markdown must reach a file or pipe unaltered
         sys.stdout.write(text)
         return
-    out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(text, encoding="utf-8")

@@ -365,12 +365,13 @@ def load_textures(folder: Path, device: torch.device | str, scale: float = 1.0) 
 
 
 def _read_texture(path: Path) -> torch.Tensor:
-    import numpy as np
     from PIL import Image, UnidentifiedImageError
+
+    from ..data.pixels import as_array, decoded
 
     try:
         with Image.open(path) as image:
-            rgb = np.asarray(image.convert("RGB"), dtype=np.uint8)
+            rgb = as_array(decoded(image))
     except (OSError, UnidentifiedImageError, ValueError, Image.DecompressionBombError) as error:
         raise InputError(f"cannot read frost texture {path}: {error}") from None
-    return torch.from_numpy(rgb.copy()).permute(2, 0, 1).float() / 255.0
+    return torch.from_numpy(rgb).permute(2, 0, 1).contiguous()

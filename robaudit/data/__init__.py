@@ -185,8 +185,20 @@ def parse_range(text: str | None, n: int) -> range:
     return chosen
 
 
+#: seeds are unsigned 32-bit: every random generator robaudit seeds (numpy, torch, per-image derived
+#: seeds such as seed × 1000003 + index) accepts them without overflow
+MAX_SEED = 2**32 - 1
+
+
+def check_seed(seed: int) -> int:
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or not 0 <= seed <= MAX_SEED:
+        raise InputError(f"--seed must be an integer from 0 to {MAX_SEED}, got {seed!r}")
+    return int(seed)
+
+
 def select_samples(labels: np.ndarray, spec: DataSpec, seed: int) -> np.ndarray:
     """The sorted sample indices a run visits: ``--indices`` first, then the stratified ``--limit``."""
+    check_seed(seed)
     window = np.asarray(parse_range(spec.indices, len(labels)))
     return window[stratified_subset(labels[window], spec.limit, seed)]
 
@@ -225,6 +237,16 @@ def plan_chunks(indices: np.ndarray, chunk_size: int) -> list[Chunk]:
     return [Chunk(i, indices[start : start + chunk_size]) for i, start in enumerate(range(0, len(indices), chunk_size))]
 
 
+def check_workers(workers: int) -> int:
+    """``--workers``: 0 (decode in this process) up to 8 per CPU; more would only fork processes that wait."""
+    import os
+
+    most = 8 * (os.cpu_count() or 1)
+    if isinstance(workers, bool) or not isinstance(workers, int) or not 0 <= workers <= most:
+        raise InputError(f"--workers must be from 0 to {most} (8 per CPU here), got {workers!r}")
+    return workers
+
+
 def parse_shard(shard: str | None) -> tuple[int, int]:
     """``"i/n"`` -> (i, n), with 0 <= i < n; None -> (0, 1)."""
     if shard is None:
@@ -251,8 +273,7 @@ def iter_batches(
 
     if batch_size < 1:
         raise InputError(f"--batch-size must be >= 1, got {batch_size}")
-    if workers < 0:
-        raise InputError(f"--workers must be >= 0, got {workers}")
+    check_workers(workers)
     plan = []
     for chunk in chunks:
         starts = range(0, len(chunk.indices), batch_size)
@@ -265,7 +286,7 @@ def iter_batches(
         _PlannedBatches(dataset, [p[2] for p in plan]),  # type: ignore[arg-type]
         batch_size=None,
         shuffle=False,
-        num_workers=workers,
+        num_workers=min(workers, len(plan)),  # no process without a batch to decode
         collate_fn=_identity,  # type: ignore[arg-type]
     )
     for (chunk, last, _), batch in zip(plan, loader, strict=True):

@@ -181,14 +181,21 @@ def files_fingerprint(root: Path, files: list[str], labels: np.ndarray, sizing: 
     """
     digest = hashlib.sha256()
     for path, label in zip(files, labels, strict=True):
-        digest.update(f"{os.path.relpath(path, root)}\t{label}\t{os.path.getsize(path)}\n".encode())
+        try:
+            size: int | str = os.path.getsize(path)
+        except OSError:  # a dangling link or an unreadable entry: it fails to decode and is reported then
+            size = "unreadable"
+        digest.update(f"{os.path.relpath(path, root)}\t{label}\t{size}\n".encode())
     digest.update(sizing.encode())
     return digest.hexdigest()
 
 
-def read_square(path: str, size: int, resize: int, interpolation: str) -> np.ndarray:
-    """One image file as uint8 ``(size, size, 3)``: shorter side resized to ``resize``, centre ``size`` crop."""
+def read_pixels(path: str, size: int, resize: int, interpolation: str) -> np.ndarray:
+    """One image file as float32 ``(size, size, 3)`` in [0, 1]: shorter side resized to ``resize``, centre
+    ``size`` crop. Every Pillow mode is read by its own scale or refused (:mod:`.pixels`)."""
     from PIL import Image
+
+    from .pixels import as_array, decoded
 
     modes = {
         "bilinear": Image.Resampling.BILINEAR,
@@ -197,7 +204,7 @@ def read_square(path: str, size: int, resize: int, interpolation: str) -> np.nda
         "lanczos": Image.Resampling.LANCZOS,
     }
     with Image.open(path) as opened:
-        img = opened.convert("RGB")
+        img = decoded(opened)
         w, h = img.size
         scale = resize / min(w, h)
         if (w, h) != (size, size) or resize != size:
@@ -208,7 +215,12 @@ def read_square(path: str, size: int, resize: int, interpolation: str) -> np.nda
         w, h = img.size
         left, top = (w - size) // 2, (h - size) // 2
         img = img.crop((left, top, left + size, top + size))
-        return np.asarray(img, dtype=np.uint8)
+        return as_array(img)
+
+
+def read_square(path: str, size: int, resize: int, interpolation: str) -> np.ndarray:
+    """:func:`read_pixels` as uint8 ``(size, size, 3)`` (for pictures of images)."""
+    return np.round(read_pixels(path, size, resize, interpolation) * 255).astype(np.uint8)
 
 
 def load_image_files(files: list[str], indices: np.ndarray, size: int, resize: int, interpolation: str) -> LoadedBatch:
@@ -218,15 +230,11 @@ def load_image_files(files: list[str], indices: np.ndarray, size: int, resize: i
     ok, arrays, failures = [], [], []
     for i in indices:
         try:
-            arrays.append(read_square(files[i], size, resize, interpolation))
+            arrays.append(read_pixels(files[i], size, resize, interpolation))
             ok.append(i)
         except Exception as exc:  # PIL raises OSError, SyntaxError, ValueError... for broken files
             failures.append((int(i), f"{files[i]}: {type(exc).__name__}: {exc}"))
-    images = (
-        torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).float() / 255.0
-        if arrays
-        else torch.empty(0, 3, size, size)
-    )
+    images = torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2) if arrays else torch.empty(0, 3, size, size)
     return LoadedBatch(np.array(ok, dtype=np.int64), images.contiguous(), failures)
 
 

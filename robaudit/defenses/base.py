@@ -24,6 +24,7 @@ import torch
 from torch import nn
 
 from ..errors import InputError
+from ..models.finite import MONITOR
 from ..params import Parameterized, build
 
 if TYPE_CHECKING:
@@ -112,5 +113,6 @@ def compose(model: LoadedModel, specs: list[str]) -> LoadedModel:
         readout.bind(model, inputs)  # type: ignore[arg-type]
     module = DefendedModel(model.base, inputs, readouts[0] if readouts else None).to(model.device).eval()
     module.requires_grad_(False)
+    MONITOR.watch(module)
     ordered: list[Defense] = [*inputs, *readouts]
     return replace(model, module=module, defenses=ordered)

@@ -55,8 +55,10 @@ class CacheArtifact:
             self.meta: dict[str, Any] = json.loads(meta_file.read_text())
         except (OSError, ValueError) as exc:
             raise InputError(f"cache {path}: cannot read meta.json ({exc})") from exc
-        if self.meta.get("format") != CACHE_FORMAT:
-            raise InputError(f"{path} is not a robaudit cache (meta.json format {self.meta.get('format')!r})")
+        if not isinstance(self.meta, dict) or self.meta.get("format") != CACHE_FORMAT:
+            found = self.meta.get("format") if isinstance(self.meta, dict) else type(self.meta).__name__
+            raise InputError(f"{path} is not a robaudit cache (meta.json format {found!r})")
+        _check_meta(self.meta, path)
         self.keys = self._array("keys.npy")
         self.labels = self._array("labels.npy") if (path / "labels.npy").exists() else None
         self.values = self._array("values.npy") if (path / "values.npy").exists() else None
@@ -67,9 +69,28 @@ class CacheArtifact:
             raise InputError(f"cache {path}: keys {self.keys.shape} do not match {count} values")
         if count == 0:
             raise InputError(f"cache {path} is empty")
+        if self.keys.shape[1] != self.meta["dim"] or not np.issubdtype(self.keys.dtype, np.floating):
+            raise InputError(
+                f"cache {path}: keys.npy holds {self.keys.dtype} keys of width {self.keys.shape[1]}, "
+                f"meta.json says float keys of width {self.meta['dim']}; rebuild the cache"
+            )
+        self._check_values(path)
         self.projection = None
         if (path / "key_components.npy").exists():
             self.projection = (self._array("key_mean.npy"), self._array("key_components.npy"))
+
+    def _check_values(self, path: Path) -> None:
+        classes = self.num_classes
+        if self.labels is not None:
+            labels = np.asarray(self.labels)
+            if labels.ndim != 1 or not np.issubdtype(labels.dtype, np.integer):
+                raise InputError(
+                    f"cache {path}: labels.npy must hold integer labels, got {labels.dtype} {labels.shape}"
+                )
+            if labels.min() < 0 or labels.max() >= classes:
+                raise InputError(f"cache {path}: labels.npy holds labels outside 0..{classes - 1}")
+        elif self.values is not None and (self.values.ndim != 2 or self.values.shape[1] != classes):
+            raise InputError(f"cache {path}: values.npy must be (keys, {classes}), got {self.values.shape}")
 
     def _array(self, name: str) -> np.ndarray:
         try:
@@ -80,6 +101,51 @@ class CacheArtifact:
     @property
     def num_classes(self) -> int:
         return int(self.meta["model"]["num_classes"])
+
+
+#: what a cache's meta.json must hold (key, JSON type), checked when the cache is opened
+_META_FIELDS: tuple[tuple[str, type | tuple[type, ...]], ...] = (
+    ("layers", list),
+    ("pool", str),
+    ("dim", int),
+    ("fingerprint", str),
+    ("model", dict),
+)
+_MODEL_FIELDS: tuple[tuple[str, type | tuple[type, ...]], ...] = (
+    ("name", str),
+    ("spec", dict),
+    ("fingerprint", str),
+    ("num_classes", int),
+)
+
+
+def _check_meta(meta: dict[str, Any], path: Path) -> None:
+    """A meta.json edited by hand or damaged is refused here, naming the field, before anything uses it."""
+    from .features import POOLS
+
+    for where, table, fields in (("", meta, _META_FIELDS), ("model.", meta.get("model"), _MODEL_FIELDS)):
+        for key, kind in fields:
+            value = table.get(key) if isinstance(table, dict) else None
+            if not isinstance(value, kind) or isinstance(value, bool):
+                raise InputError(
+                    f"cache {path}: meta.json field {where}{key} is missing or not a {getattr(kind, '__name__', kind)} "
+                    "(the file was edited or damaged); rebuild the cache"
+                )
+    if not meta["layers"] or not all(isinstance(layer, str) for layer in meta["layers"]):
+        raise InputError(f"cache {path}: meta.json field layers must list layer names, got {meta['layers']!r}")
+    if meta["pool"] not in POOLS:
+        raise InputError(f"cache {path}: meta.json field pool must be one of {', '.join(POOLS)}, got {meta['pool']!r}")
+    if meta["model"]["num_classes"] < 1 or meta["dim"] < 1:
+        raise InputError(f"cache {path}: meta.json gives {meta['model']['num_classes']} classes and dim {meta['dim']}")
+    from ..models import ModelSpec
+
+    try:
+        ModelSpec.from_dict(meta["model"]["spec"])
+    except InputError as exc:
+        raise InputError(f"cache {path}: meta.json: {exc}; rebuild the cache") from None
+    specs = meta.get("input_defense_specs", [])
+    if not isinstance(specs, list) or not all(isinstance(s, str) for s in specs):
+        raise InputError(f"cache {path}: meta.json field input_defense_specs must be a list of --defense strings")
 
 
 def continuous_log_pmem(
@@ -154,25 +220,38 @@ def torch_topk(query: torch.Tensor, keys: torch.Tensor, k: int, chunk: int = 163
     return best_index
 
 
+def parse_index(spec: str, count: int) -> tuple[str, int]:
+    """``flat`` -> ("flat", 0), ``ivf[:NLIST]`` -> ("ivf", NLIST; default √count), ``hnsw[:M]`` -> ("hnsw", M)."""
+    kind, _, arg = str(spec).partition(":")
+    if kind not in ("flat", "ivf", "hnsw") or (arg and not arg.isdigit()) or (kind == "flat" and arg):
+        raise InputError(f"cache index must be flat, ivf[:NLIST] or hnsw[:M], got {spec!r}")
+    if kind == "ivf":
+        nlist = int(arg or max(1, int(math.sqrt(count))))
+        if not 1 <= nlist <= count:
+            raise InputError(f"cache index ivf:{nlist} needs 1 to {count} lists (at least one key per list)")
+        return kind, nlist
+    if kind == "hnsw" and int(arg or 32) < 2:
+        raise InputError(f"cache index hnsw:M needs M >= 2, got {spec!r}")
+    return kind, int(arg or 32) if kind == "hnsw" else 0
+
+
 def faiss_index(keys: np.ndarray, spec: str, nprobe: int) -> Any:
     """An inner-product faiss index over ``keys``: ``flat`` (exact), ``ivf:NLIST`` or ``hnsw:M``."""
     import faiss
 
     data = np.ascontiguousarray(keys, dtype=np.float32)
     dim = data.shape[1]
-    kind, _, arg = spec.partition(":")
+    kind, size = parse_index(spec, len(data))
     index: Any
     if kind == "flat":
         index = faiss.IndexFlatIP(dim)
     elif kind == "ivf":
-        nlist = int(arg or max(1, int(math.sqrt(len(data)))))
-        index = faiss.IndexIVFFlat(faiss.IndexFlatIP(dim), dim, nlist, faiss.METRIC_INNER_PRODUCT)
+        index = faiss.IndexIVFFlat(faiss.IndexFlatIP(dim), dim, size, faiss.METRIC_INNER_PRODUCT)
+        index.cp.min_points_per_centroid = 1  # quiets a C++ warning on stderr; the lists are the same
         index.train(data)
         index.nprobe = nprobe
-    elif kind == "hnsw":
-        index = faiss.IndexHNSWFlat(dim, int(arg or 32), faiss.METRIC_INNER_PRODUCT)
     else:
-        raise InputError(f"index must be flat, ivf[:NLIST] or hnsw[:M], got {spec!r}")
+        index = faiss.IndexHNSWFlat(dim, size, faiss.METRIC_INNER_PRODUCT)
     index.add(data)
     return index
 
@@ -212,7 +291,11 @@ class KeyValueCache(ReadoutDefense):
             raise InputError(f"cache k must be a positive integer, got {k!r}")
         if dtype not in DTYPES:
             raise InputError(f"cache dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
+        for label, value in (("nprobe", nprobe), ("chunk", chunk)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise InputError(f"cache {label} must be a positive integer, got {value!r}")
         self.artifact = CacheArtifact(Path(path))
+        parse_index(index, len(self.artifact.keys))
         self.theta, self.lam, self.retrieval = float(theta), float(lam), retrieval
         self.k, self.search, self.index_spec, self.nprobe, self.chunk = k, search, index, nprobe, chunk
         self.dtype_name = dtype
@@ -279,7 +362,17 @@ class KeyValueCache(ReadoutDefense):
             raise RunError("the cache is not bound to a model (compose it with robaudit.defenses.base.compose)")
         features, logits = self.reader(base, pixels)
         if self.key_components is not None and self.key_mean is not None:
+            if features.shape[1] != self.key_components.shape[1]:
+                raise InputError(
+                    f"cache {self.artifact.path}: its key projection takes {self.key_components.shape[1]} features, "
+                    f"the model gives {features.shape[1]} at {'+'.join(self.layers)}; rebuild the cache"
+                )
             features = F.normalize((features - self.key_mean) @ self.key_components.T, dim=1)
+        if features.shape[1] != self.keys.shape[1]:
+            raise InputError(
+                f"cache {self.artifact.path}: its keys have width {self.keys.shape[1]}, the model's features at "
+                f"{'+'.join(self.layers)} have width {features.shape[1]}; rebuild the cache for this model"
+            )
         return features, logits
 
     def log_pmem(self, query: torch.Tensor, theta: float | None = None) -> torch.Tensor:

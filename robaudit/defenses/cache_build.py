@@ -29,6 +29,7 @@ from .. import __version__
 from ..data import Dataset, DataSpec, iter_batches, plan_chunks
 from ..errors import InputError
 from ..models import LoadedModel
+from ..models.finite import MONITOR, on_batch
 from .base import InputDefense, ReadoutDefense, describe
 from .cache import CACHE_FORMAT
 from .features import FeatureReader
@@ -59,6 +60,7 @@ def first_per_class(labels: np.ndarray, indices: np.ndarray, per_class: int | No
 def stream_inputs(
     model: LoadedModel, dataset: Dataset, indices: np.ndarray, batch_size: int, workers: int, skip_bad: bool
 ) -> Iterator[tuple[np.ndarray, torch.Tensor]]:
+    MONITOR.reset()
     for _, _, batch in iter_batches(dataset, plan_chunks(indices, 4096), batch_size, workers):
         if batch.failures and not skip_bad:
             index, reason = batch.failures[0]
@@ -67,13 +69,19 @@ def stream_inputs(
             )
         if len(batch.indices):
             yield batch.indices, apply_input_defenses(model, batch.images.to(model.device))
+            # the consumer ran the model on the batch: features of a broken model must not become keys
+            MONITOR.check(on_batch(batch.indices))
 
 
 def _spherical_kmeans(keys: np.ndarray, n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     import faiss
 
     n = min(n, len(keys))
-    kmeans = faiss.Kmeans(keys.shape[1], n, niter=25, seed=seed, spherical=True, verbose=False)
+    # min_points_per_centroid only decides whether faiss prints a warning (from C++, onto stderr) about few
+    # points per centroid; 1 keeps it quiet without changing the clustering
+    kmeans = faiss.Kmeans(
+        keys.shape[1], n, niter=25, seed=seed, spherical=True, verbose=False, min_points_per_centroid=1
+    )
     kmeans.train(np.ascontiguousarray(keys, dtype=np.float32))
     _, assignment = kmeans.index.search(np.ascontiguousarray(keys, dtype=np.float32), 1)
     return np.asarray(kmeans.centroids), assignment[:, 0]

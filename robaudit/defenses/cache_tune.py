@@ -20,6 +20,7 @@ import torch
 from ..data import Dataset, DataSpec
 from ..errors import InputError
 from ..models import LoadedModel
+from ..models.finite import MONITOR
 from ..provenance import environment
 from ..reports.stats import wilson_interval
 from .cache import KeyValueCache, mix
@@ -81,6 +82,8 @@ def tune_grid(
             log_pmem = torch.cat(
                 [cache.log_pmem(queries[i : i + query_batch], theta) for i in range(0, len(queries), query_batch)]
             )
+            MONITOR.record(log_pmem)  # a cache with non-finite keys or values must not yield accuracies
+            MONITOR.check("in the cache's memory distribution")
             for lam in grid_lams:
                 correct = int((mix(logits, log_pmem, lam).argmax(dim=1) == labels).sum())
                 rows.append(

@@ -21,6 +21,7 @@ applies to every metric that matches. Errors name the line of the offending rule
 
 from __future__ import annotations
 
+import math
 import operator
 import re
 import sys
@@ -212,6 +213,8 @@ class _RuleReader:
             return None
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise self.fail(key, f"must be a number, got {value!r}")
+        if math.isnan(value):  # TOML allows nan; a limit of nan would judge nothing
+            raise self.fail(key, "must be a number, got nan")
         if least is not None and value < least:
             raise self.fail(key, f"must be >= {least:g}, got {value!r}")
         return float(value)
@@ -255,7 +258,7 @@ def _rule(index: int, table: Mapping[str, Any], text: str, source: str, span: tu
             thresholds.append(Threshold(op, limit))
     if "equals" in table:
         value = table["equals"]
-        if not isinstance(value, (bool, int, float)):
+        if not isinstance(value, (bool, int, float)) or (isinstance(value, float) and math.isnan(value)):
             raise read.fail("equals", f"must be a number or true/false, got {value!r}")
         thresholds.append(Threshold("==", value if isinstance(value, bool) else float(value)))
     max_drop = read.number("max_drop", least=0.0)
@@ -286,6 +289,8 @@ def _parse_check(check: str, read: _RuleReader) -> tuple[str, Threshold]:
     else:
         try:
             value = float(raw)
+            if math.isnan(value):
+                raise ValueError
         except ValueError:
             raise read.fail("check", f"{raw!r} in {check!r} is not a number or true/false") from None
     return match["metric"], Threshold(match["op"], value)

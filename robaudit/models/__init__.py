@@ -17,7 +17,9 @@ every audit works in pixel space), freezes the parameters and puts the model in 
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
+import inspect
 import re
 from dataclasses import dataclass, field, replace
 from functools import cached_property
@@ -30,6 +32,7 @@ from torch import nn
 from .. import plugins
 from ..errors import InputError, suggest
 from ..registry import import_file, import_target
+from .finite import MONITOR
 from .weights import apply_state_dict, file_sha256, read_state_dict
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -89,7 +92,13 @@ class ModelSpec:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ModelSpec:
-        """Inverse of ``dataclasses.asdict`` (JSON turns tuples into lists)."""
+        """Inverse of ``dataclasses.asdict`` (JSON turns tuples into lists); a damaged dict is an input error."""
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known) if isinstance(data, dict) else []
+        if not isinstance(data, dict) or unknown or not isinstance(data.get("name"), str):
+            raise InputError(
+                f"a recorded model spec is damaged ({f'unknown field(s) {unknown}' if unknown else 'no model name'})"
+            )
         fields: dict[str, Any] = {k: tuple(v) if isinstance(v, list) else v for k, v in data.items()}
         return cls(**fields)
 
@@ -216,6 +225,15 @@ def _build(name: str, spec: ModelSpec) -> tuple[ModelBuild, str]:
         kwargs["num_classes"] = spec.num_classes
     # Randomly initialized weights are drawn from a fixed seed, so that the same spec always gives the same
     # model (reports and resumed runs rely on it); the global RNG state is left as it was.
+    try:
+        inspect.signature(factory).bind(inner_name, **kwargs)
+    except TypeError as exc:
+        raise InputError(
+            f"{name!r} resolves to {origin}, which is not a model factory: it cannot be called as "
+            f"factory(name, {', '.join(f'{k}=...' for k in kwargs)}) ({exc})"
+        ) from None
+    except ValueError:  # no signature to check (some builtins): the call itself will tell
+        pass
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)
         built = factory(inner_name, **kwargs)
@@ -241,6 +259,8 @@ def load_model(spec: ModelSpec, device: str = "auto") -> LoadedModel:
     """Build, load weights, wrap normalization, freeze, eval mode, move to ``device``."""
     if spec.num_classes is not None and spec.num_classes < 1:
         raise InputError(f"--num-classes must be >= 1, got {spec.num_classes}")
+    if spec.input_size is not None and min(spec.input_size) < 1:
+        raise InputError(f"--input-size must be positive C,H,W, got {','.join(map(str, spec.input_size))}")
     dev = resolve_device(device)
     build, origin = _build(spec.name, spec)
     provenance: dict[str, Any] = {"model": spec.name, "resolved_by": origin, "pretrained_from": build.pretrained_from}
@@ -261,6 +281,7 @@ def load_model(spec: ModelSpec, device: str = "auto") -> LoadedModel:
     # Audits differentiate with respect to the input only; frozen parameters skip needless weight
     # gradients (a large saving for iterative attacks).
     module.requires_grad_(False)
+    MONITOR.watch(module)
     return LoadedModel(
         spec=spec,
         module=module,

@@ -27,7 +27,7 @@ from typing import Any, NoReturn, Protocol
 from ..errors import EXIT_RUNTIME, InputError, RobauditError
 from .commands import CommandInfo, CommandTree, format_value, usage_message
 from .load import ARGS, StepDef, Suite, VariantDef
-from .manifest import Manifest, now
+from .manifest import MANIFEST_NAME, Manifest, now
 from .references import PLACEHOLDER, check_name, lookup_result, map_strings, names_in, strings_in, substitute
 
 INTERRUPTED = 130
@@ -251,6 +251,15 @@ class SuiteRun:
 
     def run(self) -> dict[str, StepRecord]:
         """Run every step not finished yet; returns the records by step id."""
+        from ..reports.lock import ReportLock
+        from ..reports.writer import prepare_folder
+
+        prepare_folder(self.root)
+        # one suite run per folder: a second one would rewrite the manifest under the first
+        with ReportLock(self.root / MANIFEST_NAME):
+            return self._run()
+
+    def _run(self) -> dict[str, StepRecord]:
         manifest = self.open_manifest()
         total = len(self.plan)
         for number, planned in enumerate(self.plan, 1):

@@ -317,7 +317,9 @@ class AttackAudit(Audit):
     def exports(self) -> list[Export]:
         from ...reports.perturbations import export_perturbations
 
-        return [(self.save_to, export_perturbations)] if self.save_to is not None else []
+        if self.save_to is None:
+            return []
+        return [Export(Path(self.save_to), export_perturbations, "--save-perturbations")]
 
     # -- set-up by the command (models are not parameters) ------------------------------------------------------
     def attach_surrogate(self, surrogate: LoadedModel | None) -> None:
