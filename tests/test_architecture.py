@@ -9,7 +9,7 @@ only for type checking do not count):
 2. audits
 3. runner
 4. presentation, gate
-5. cli, suite (a suite runs commands)
+5. cli, suite (a suite runs commands), api (Python functions over the same code as the commands)
 """
 
 from __future__ import annotations
@@ -46,6 +46,7 @@ LAYERS = {
     "gate": 4,
     "cli": 5,
     "suite": 5,
+    "api": 5,
 }
 
 

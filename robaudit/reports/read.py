@@ -55,6 +55,8 @@ _META_TYPES: dict[str, Any] = {
     "model": {"model": str, "num_classes": int, "preprocessing": dict},
     "data": {"description": str, "class_names": (list, type(None)), "selected": int, "skipped": int},
 }
+#: fields that are null in a report of an audit run without a model (``Audit.needs_model`` False)
+_WITHOUT_MODEL = {"run_spec.model", "model"}
 
 
 def _check_types(meta: dict[str, Any], types: dict[str, Any], path: Path, prefix: str) -> None:
@@ -62,6 +64,8 @@ def _check_types(meta: dict[str, Any], types: dict[str, Any], path: Path, prefix
         if key not in meta:
             continue
         value, expected = meta[key], dict if isinstance(kind, dict) else kind
+        if value is None and f"{prefix}{key}" in _WITHOUT_MODEL:
+            continue
         if not isinstance(value, expected) or (isinstance(value, bool) and expected is int):
             names = " or ".join(t.__name__ for t in (expected if isinstance(expected, tuple) else (expected,)))
             raise InputError(
