@@ -127,6 +127,13 @@ def text_report(tmp: Path) -> Path:
     return file(tmp / "reports", "eval.parquet")
 
 
+def partial_with_identity(tmp: Path, text: str) -> Path:
+    partial = tmp / "o" / "eval.parquet.partial"
+    partial.mkdir(parents=True)
+    (partial / "identity.json").write_text(text)
+    return tmp / "o"
+
+
 def policy(tmp: Path, text: str) -> Path:
     return file(tmp, "gate.toml", textwrap.dedent(text))
 
@@ -242,6 +249,22 @@ CASES += [
         marks=pytest.mark.xfail(reason="AttackAudit does not check check_samples yet", strict=False),
         id="attack: negative --check-samples",
     ),  # type: ignore[list-item]
+    # a damaged earlier run in --out (the later --out wins over the one audit() gives)
+    (
+        "eval: --resume onto a damaged report",
+        lambda ws, t: [*audit("eval")(ws, t), "--out", with_metadata(ws, t, b"[").parent, "--resume"],
+        "already exists",
+    ),
+    (
+        "eval: --resume with identity.json not JSON",
+        lambda ws, t: [*audit("eval")(ws, t), "--out", partial_with_identity(t, "{"), "--resume"],
+        "unreadable",
+    ),
+    (
+        "eval: --resume with identity.json a list",
+        lambda ws, t: [*audit("eval")(ws, t), "--out", partial_with_identity(t, "[1]"), "--resume"],
+        "damaged",
+    ),
     # attack
     ("attack: --eps not a number", audit("attack", "--eps", "big"), "--eps"),
     ("attack: negative --eps", audit("attack", "--eps", "-0.1"), "--eps"),

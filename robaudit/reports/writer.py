@@ -118,18 +118,20 @@ class ReportWriter:
         self.close()
 
     def _finished_identity(self) -> dict[str, Any] | None:
-        try:
-            raw = (pq.read_schema(self.path).metadata or {}).get(METADATA_KEY)
+        try:  # anything unreadable counts as another run's report: it is replaced only with --overwrite
+            meta = json.loads((pq.read_schema(self.path).metadata or {})[METADATA_KEY])
         except Exception:
             return None
-        identity: dict[str, Any] | None = json.loads(raw).get("identity") if raw else None
-        return identity
+        identity = meta.get("identity") if isinstance(meta, dict) else None
+        return identity if isinstance(identity, dict) else None
 
     def _check_identity(self) -> None:
         try:
             old = json.loads(self._identity_file.read_text())
         except (OSError, ValueError) as exc:
             raise InputError(f"cannot resume: {self._identity_file} is unreadable ({exc}); use --overwrite") from exc
+        if not isinstance(old, dict):
+            raise InputError(f"cannot resume: {self._identity_file} is damaged (not a JSON object); use --overwrite")
         if old != self.identity:
             diff = "; ".join(_differences(old, self.identity)[:5])
             raise InputError(
