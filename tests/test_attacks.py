@@ -298,3 +298,34 @@ def test_pgd_step_adds_few_kernels_to_the_models_passes(digits: Digits) -> None:
 
     per_step = (attack_ops(6) - attack_ops(2)) / 4 - (bare_ops(6) - bare_ops(2)) / 4
     assert per_step <= 3, per_step
+
+
+def test_pgd_compile_compiles_each_model_once_with_graphs_on_cuda(
+    digits: Digits, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """compile=true: one torch.compile per model (kept across batches), CUDA graphs ("reduce-overhead") on
+    CUDA only, and the compiled callable runs every step. (The compiled arithmetic itself is torch's;
+    benchmarks/gpu.py checks its results against the eager attack.)"""
+    calls: list[tuple[nn.Module, str]] = []
+    forwards = []
+
+    def fake_compile(model: nn.Module, *, mode: str, dynamic: bool) -> object:
+        calls.append((model, mode))
+
+        def compiled(x: torch.Tensor) -> torch.Tensor:
+            forwards.append(len(x))
+            return model(x)
+
+        return compiled
+
+    monkeypatch.setattr(torch, "compile", fake_compile)
+    attack = build_attack("pgd:steps=4,compile=true")
+    first, first_success = run(attack, digits, 8, 0.05)
+    run(attack, digits, 8, 0.05)
+    assert [mode for _, mode in calls] == ["default"] and calls[0][0] is digits.model
+    assert len(forwards) == 2 * 4  # every step of both batches; the success check runs the model itself
+    eager, eager_success = run(build_attack("pgd:steps=4"), digits, 8, 0.05)
+    assert torch.equal(first, eager) and torch.equal(first_success, eager_success)
+    attack._forward(nn.Identity(), torch.device("cuda"))
+    assert calls[-1][1] == "reduce-overhead"
+    assert "compile=True" in repr(attack)

@@ -4,17 +4,21 @@ Madry et al. (2018): start at a random point of the ε-ball (optional), then rep
 the loss gradient (L∞) or along the normalized gradient (L2), and project back onto the ε-ball and [0, 1].
 Beyond the model's forward and backward, an L∞ step costs three small kernels (sign, multiply-add, clamp
 to per-pixel bounds), all in place, and the attack never waits on the device except to stop restarts
-early.
-Unlike foolbox, ε is a tensor with one value per image, which is what a relative budget ‖δ‖₂ ≤ ε‖x‖₂
+early. Unlike foolbox, ε is a tensor with one value per image, which is what a relative budget ‖δ‖₂ ≤ ε‖x‖₂
 needs. With ``restarts`` > 1 the first successful restart is kept per image.
 
 The loss is the cross-entropy of the true label (ascended) or of the target (descended). Every image's
 gradient comes from its own loss (the batch loss is a sum), so batching never changes a result. Only the
 input requires gradients (loaded models have frozen parameters), and bf16 autocast is available (``amp``)
-for GPUs.
+for GPUs. ``compile`` runs the model through ``torch.compile`` (with CUDA graphs on a GPU); it can pay where
+launching kernels rather than computing them limits a step (small models at small batches), and it costs a
+compilation per model and input shape; benchmarks/gpu.py measures it against the eager attack.
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
+from weakref import WeakKeyDictionary
 
 import torch
 import torch.nn.functional as F
@@ -44,6 +48,7 @@ class PGD(Attack):
         random_start: bool = True,
         restarts: int = 1,
         amp: bool = False,
+        compile: bool = False,
     ) -> None:
         if norm not in NORMS:
             raise InputError(f"pgd norm must be one of {', '.join(NORMS)}, got {norm!r}")
@@ -66,10 +71,25 @@ class PGD(Attack):
             random_start=random_start,
             restarts=restarts,
             amp=amp,
+            compile=compile,
         )
         self.norm = norm  # type: ignore[misc]
         self.steps, self.rel_stepsize, self.abs_stepsize = steps, rel, abs_stepsize
-        self.random_start, self.restarts, self.amp = random_start, restarts, amp
+        self.random_start, self.restarts, self.amp, self.compile = random_start, restarts, amp, compile
+        self._compiled: WeakKeyDictionary[nn.Module, Callable[..., torch.Tensor]] = WeakKeyDictionary()
+
+    def _forward(self, model: nn.Module, device: torch.device) -> Callable[..., torch.Tensor]:
+        """The model, or with ``compile`` its torch.compile'd version (compiled once per model and kept):
+        on CUDA in "reduce-overhead" mode, which replays each step's forward and backward as CUDA graphs
+        (one launch instead of one per kernel: what small models at small batches are limited by)."""
+        if not self.compile:
+            return model
+        compiled = self._compiled.get(model)
+        if compiled is None:
+            mode = "reduce-overhead" if device.type == "cuda" else "default"
+            compiled = torch.compile(model, mode=mode, dynamic=False)
+            self._compiled[model] = compiled
+        return compiled
 
     def _start(self, images: torch.Tensor, eps: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         if not self.random_start:
@@ -138,12 +158,16 @@ class PGD(Attack):
         best = images.clone()
         found = torch.zeros(len(images), dtype=torch.bool, device=images.device)
         autocast = torch.autocast(images.device.type, dtype=torch.bfloat16, enabled=self.amp)
+        forward = self._forward(model, images.device)
+        graphs = self.compile and images.device.type == "cuda"
         for _ in range(self.restarts):
             x = self._start(images, eps, generator)
             for _ in range(self.steps):
                 x.requires_grad_(True)
+                if graphs:  # the previous step's graph outputs are used up: their memory may be reused
+                    torch.compiler.cudagraph_mark_step_begin()
                 with autocast:
-                    logits = model(x)
+                    logits = forward(x)
                 loss = F.cross_entropy(logits.float(), goal, reduction="sum")
                 (grad,) = torch.autograd.grad(loss, x)
                 # the graph is freed: x's storage and the fresh gradient can be updated in place
