@@ -34,6 +34,7 @@ from .data import (
 from .defenses.base import compose, describe
 from .errors import InputError
 from .models import LoadedModel, ModelSpec, load_model
+from .models.precision import check_precision
 from .provenance import environment
 
 #: called with (images done so far, images in this run) as the run progresses
@@ -51,6 +52,8 @@ class RunSpec:
     device: str = "auto"
     shard: str | None = None
     defenses: tuple[str, ...] = ()
+    #: the forward's numeric precision: fp32, bf16 or fp16 (autocast; see robaudit.models.precision)
+    precision: str = "fp32"
 
     def __post_init__(self) -> None:
         # Checked before anything is loaded or written, so a typo never leaves a partial run behind.
@@ -62,6 +65,7 @@ class RunSpec:
             if value < least:
                 raise InputError(f"{option} must be >= {least}, got {value}")
         parse_shard(self.shard)
+        check_precision(self.precision)
 
 
 @dataclass
@@ -112,16 +116,12 @@ def _audit_rows(
 ) -> dict[str, np.ndarray]:
     import torch
 
-    images = batch.images
-    if not bool(torch.isfinite(images).all()):
-        raise InputError(f"input images contain NaN or inf (data indices {batch.indices[:5].tolist()}...)")
-    if images.numel() and (float(images.min()) < 0 or float(images.max()) > 1):
-        raise InputError("input pixels must lie in [0, 1]; the data source produced values outside")
+    batch.check_pixels()
     labels = dataset.labels[batch.indices]
     audit_batch = AuditBatch(
         batch.indices,
-        images.to(model.device),
-        torch.from_numpy(labels).to(model.device),
+        batch.images.to(model.device),
+        torch.from_numpy(labels).to(model.device, non_blocking=True),
         dataset.sample_info(batch.indices),
     )
     rows = audit.run_batch(model, audit_batch)
@@ -157,7 +157,7 @@ def run_audit(
     from .reports.writer import ReportWriter
 
     started = time.perf_counter()
-    model = compose(load_model(spec.model, spec.device), list(spec.defenses))
+    model = compose(load_model(spec.model, spec.device, precision=spec.precision), list(spec.defenses))
     audit.prepare(model)
     dataset = load_dataset(spec.data, model.preprocessing)
     if dataset.labels.max() >= model.num_classes:
@@ -183,6 +183,8 @@ def run_audit(
         "seed": spec.seed,
         "chunk_size": spec.chunk_size,
         **({"batch_size": spec.batch_size} if audit.batch_dependent else {}),
+        # fp32 runs keep the identity they always had
+        **({"precision": spec.precision} if spec.precision != "fp32" else {}),
         "shard": list(shard),
     }
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -199,7 +201,7 @@ def run_audit(
     processed = 0
     parts: list[dict[str, np.ndarray]] = []
     failures: list[tuple[int, str]] = []
-    for chunk, last, batch in iter_batches(dataset, todo, spec.batch_size, spec.workers):
+    for chunk, last, batch in iter_batches(dataset, todo, spec.batch_size, spec.workers, device=model.device):
         if batch.failures and spec.data.on_bad_image == "fail":
             index, reason = batch.failures[0]
             raise InputError(
