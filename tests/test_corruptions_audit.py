@@ -233,3 +233,41 @@ def test_preview_grid(cli, tmp_path: Path) -> None:  # type: ignore[no-untyped-d
     with Image.open(out) as grid:
         assert grid.size[1] > grid.size[0] > 0  # 4 rows (corruptions) x 3 columns (clean, 2 severities)
     assert cli("corruptions", "preview", "-o", out).code == 2
+
+
+@pytest.mark.parametrize("bad_call", [0, 1, 3])
+def test_rows_fetched_once_per_batch_still_name_the_condition_with_nan_logits(tiny_models: Path, bad_call: int) -> None:
+    """Results stay on the device until the end of the batch; a non-finite forward anywhere still stops the
+    batch with the name of its condition, and correct rows match the model's own predictions."""
+    import torch
+
+    from robaudit.audits.base import AuditBatch
+    from robaudit.audits.corruptions import CorruptionsAudit
+    from robaudit.data import DataSpec, load_dataset
+    from robaudit.errors import RunError
+    from robaudit.models import ModelSpec, load_model
+
+    model = load_model(ModelSpec(f"{tiny_models}:tiny"), "cpu")
+    dataset = load_dataset(DataSpec("digits"))
+    images = dataset.load(np.arange(6)).images
+    batch = AuditBatch(np.arange(6), images, torch.from_numpy(dataset.labels[:6]))
+    audit = CorruptionsAudit(corruptions=["contrast", "gaussian_noise"], severities=[2], noise_levels=[])
+    rows = audit.run_batch(model, batch)
+    with torch.no_grad():
+        clean = model.module(images).argmax(1).numpy()
+    assert rows["prediction"][:6].tolist() == clean.tolist() and rows["prediction"].dtype == np.int64
+    assert (rows["correct"] == (rows["prediction"] == np.tile(dataset.labels[:6], 3))).all()
+    conditions = ["clean", "contrast", "gaussian_noise"]
+    calls = iter(range(100))
+    forward = model.module.forward
+
+    def poisoned(x: torch.Tensor) -> torch.Tensor:
+        out = forward(x)
+        return out * float("nan") if next(calls) == bad_call else out
+
+    model.module.forward = poisoned  # type: ignore[method-assign]
+    if bad_call >= len(conditions):
+        assert len(audit.run_batch(model, batch)["prediction"]) == 18
+        return
+    with pytest.raises(RunError, match=f"NaN or inf logits on {conditions[bad_call]} images"):
+        audit.run_batch(model, batch)
