@@ -256,7 +256,8 @@ def section_pgd_small(report: Report, p: Profile, device: torch.device) -> None:
         report.add("pgd-small", name, t["pgd"] / t["bare"], "x", at_most=1.10)
         if "foolbox" in t:
             report.add("pgd-small", f"foolbox PGD / bare loop, {size}²", t["foolbox"] / t["bare"], "x")
-        if p.compile and device.type == "cuda":
+        # one compilation (dynamic=False compiles per input shape): the first size shows whether it pays
+        if p.compile and device.type == "cuda" and size == p.small_sizes[0]:
             compiled = build_attack(f"pgd:steps={p.steps},compile=true")
             eps = torch.full((len(images),), 4 / 255, device=device)
 
