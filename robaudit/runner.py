@@ -42,6 +42,7 @@ from .defenses.base import compose, describe
 from .errors import InputError
 from .models import LoadedModel, ModelSpec, Preprocessing, load_model, resolve_device
 from .models.finite import MONITOR, on_batch
+from .models.precision import check_precision
 from .provenance import environment
 
 if TYPE_CHECKING:
@@ -63,6 +64,8 @@ class RunSpec:
     device: str = "auto"
     shard: str | None = None
     defenses: tuple[str, ...] = ()
+    #: the forward's numeric precision: fp32, bf16 or fp16 (autocast; see robaudit.models.precision)
+    precision: str = "fp32"
 
     def __post_init__(self) -> None:
         # Checked before anything is loaded or written, so a typo never leaves a partial run behind.
@@ -72,6 +75,7 @@ class RunSpec:
         parse_shard(self.shard)
         check_seed(self.seed)
         check_workers(self.workers)
+        check_precision(self.precision)
 
 
 @dataclass
@@ -124,16 +128,15 @@ def _audit_rows(
 ) -> dict[str, np.ndarray]:
     import torch
 
-    images = batch.images
-    if not bool(torch.isfinite(images).all()):
-        raise InputError(f"input images contain NaN or inf (data indices {batch.indices[:5].tolist()}...)")
-    if dataset.kind == "images" and images.numel() and (float(images.min()) < 0 or float(images.max()) > 1):
-        raise InputError("input pixels must lie in [0, 1]; the data source produced values outside")
+    if dataset.kind == "images":
+        batch.check_pixels()
+    elif not bool(torch.isfinite(batch.images).all()):
+        raise InputError(f"input samples contain NaN or inf (data indices {batch.indices[:5].tolist()}...)")
     labels = dataset.labels[batch.indices]
     audit_batch = AuditBatch(
         batch.indices,
-        images.to(device),
-        torch.from_numpy(labels).to(device),
+        batch.images.to(device),
+        torch.from_numpy(labels).to(device, non_blocking=True),
         dataset.sample_info(batch.indices),
     )
     # One check per batch, whatever the audit: non-finite logits or input gradients anywhere in the batch's
@@ -190,7 +193,7 @@ def run_audit(
         check_output_file(export.target, export.option)
     model: LoadedModel | None = None
     if spec.model is not None:
-        model = compose(load_model(spec.model, spec.device), list(spec.defenses))
+        model = compose(load_model(spec.model, spec.device, precision=spec.precision), list(spec.defenses))
         audit.prepare(model)
     elif audit.needs_model:
         raise InputError(f"the {audit.name} audit needs a model: pass --model")
@@ -223,6 +226,8 @@ def run_audit(
         "seed": spec.seed,
         "chunk_size": spec.chunk_size,
         **({"batch_size": spec.batch_size} if audit.batch_dependent else {}),
+        # fp32 runs keep the identity they always had
+        **({"precision": spec.precision} if spec.precision != "fp32" else {}),
         "shard": list(shard),
     }
     writer = ReportWriter(
@@ -286,7 +291,7 @@ def _compute(
     processed = 0
     parts: list[dict[str, np.ndarray]] = []
     failures: list[tuple[int, str]] = []
-    for chunk, last, batch in iter_batches(dataset, todo, spec.batch_size, spec.workers):
+    for chunk, last, batch in iter_batches(dataset, todo, spec.batch_size, spec.workers, device=device):
         if batch.failures and spec.data.on_bad_image == "fail":
             index, reason = batch.failures[0]
             raise InputError(

@@ -210,3 +210,122 @@ def test_own_pgd_and_foolbox_pgd_agree(eps: float, digits: Digits) -> None:
         accuracy[spec] = (predict(digits.model, adv) == digits.labels).float().mean().item()
     own, foolbox = accuracy.values()
     assert abs(own - foolbox) <= 0.1, accuracy
+
+
+def _textbook_pgd_step(
+    model: nn.Module, images: torch.Tensor, goal: torch.Tensor, sign: float, eps: torch.Tensor, norm: str
+) -> torch.Tensor:
+    """One step of Madry et al.'s PGD written out plainly: gradient, step, projection onto ball and [0, 1]."""
+    x = images.clone().requires_grad_(True)
+    (grad,) = torch.autograd.grad(sign * nn.functional.cross_entropy(model(x), goal, reduction="sum"), x)
+    step = 2.5 * eps  # rel_stepsize 2.5 / steps with one step
+    if norm == "linf":
+        moved = x.detach() + step * grad.sign()
+        delta = torch.maximum(torch.minimum(moved - images, eps), -eps)
+    else:
+        moved = x.detach() + step * grad / grad.flatten(1).norm(dim=1).view(-1, 1, 1, 1).clamp_min(1e-12)
+        delta = moved - images
+        delta = delta * (eps / delta.flatten(1).norm(dim=1).view(-1, 1, 1, 1).clamp_min(1e-12)).clamp(max=1)
+    return (images + delta).clamp(0, 1)
+
+
+@pytest.mark.parametrize("norm", ["linf", "l2"])
+@pytest.mark.parametrize("targeted", [False, True])
+def test_fused_pgd_step_is_the_textbook_step(norm: str, targeted: bool, digits: Digits) -> None:
+    """The in-place step and box projection equal the plain formulas, for budgets from 0 to beyond the
+    pixel range (where [0, 1] binds instead of the ball)."""
+    n = 24
+    images, labels = digits.images[:n], digits.labels[:n]
+    scale = 1.0 if norm == "linf" else 20.0
+    eps = torch.linspace(0, 1.2, n) * scale
+    targets = (labels + 3) % 10 if targeted else None
+    attack = build_attack(f"pgd:norm={norm},steps=1,random_start=false")
+    adv, _ = attack.run(digits.model, images, labels, targets=targets, eps=eps, generator=torch.Generator())
+    goal, sign = (targets, -1.0) if targets is not None else (labels, 1.0)
+    expected = _textbook_pgd_step(digits.model, images, goal, sign, eps.view(-1, 1, 1, 1), norm)
+    assert torch.allclose(adv, expected, atol=1e-6, rtol=0)
+    assert torch.equal(adv[0], images[0])  # a zero budget leaves the image alone
+
+
+@pytest.mark.parametrize("restarts", [1, 3])
+def test_pgd_restarts_keep_each_images_first_success(restarts: int, digits: Digits) -> None:
+    n = 32
+    eps = torch.full((n,), 0.03)
+    attack = build_attack(f"pgd:steps=5,restarts={restarts}")
+    adv, success = run(attack, digits, n, eps, seed=3)
+    assert torch.equal(success, predict(digits.model, adv) != digits.labels[:n])
+    assert (sizes(adv, digits.images[:n], "linf") <= 0.03 + 1e-6).all() and adv.min() >= 0 and adv.max() <= 1
+    if restarts > 1:
+        single, single_success = run(build_attack("pgd:steps=5"), digits, n, eps, seed=3)
+        # the first restart is the single run; later restarts only add successes
+        assert (success >= single_success).all()
+        assert torch.equal(adv[single_success], single[single_success])
+
+
+def test_pgd_step_adds_few_kernels_to_the_models_passes(digits: Digits) -> None:
+    """Operators per step beyond the forward and backward of the bare loop (views and detaches excluded):
+    an L∞ step is sign, multiply-add and clamp."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    free = {"detach", "view", "alias", "expand", "_unsafe_view", "t", "unsqueeze", "squeeze", "lift_fresh"}
+
+    class Count(TorchDispatchMode):
+        def __init__(self) -> None:
+            super().__init__()
+            self.ops = 0
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):  # type: ignore[no-untyped-def]
+            if func.overloadpacket.__name__ not in free:
+                self.ops += 1
+            return func(*args, **(kwargs or {}))
+
+    images, labels = digits.images[:4], digits.labels[:4]
+    eps = torch.full((4,), 0.05)
+
+    def attack_ops(steps: int) -> int:
+        with Count() as count:
+            build_attack(f"pgd:steps={steps},random_start=false").run(
+                digits.model, images, labels, targets=None, eps=eps, generator=torch.Generator()
+            )
+        return count.ops
+
+    def bare_ops(steps: int) -> int:
+        with Count() as count:
+            for _ in range(steps):
+                x = images.clone().requires_grad_(True)
+                torch.autograd.grad(nn.functional.cross_entropy(digits.model(x), labels, reduction="sum"), x)
+        return count.ops
+
+    per_step = (attack_ops(6) - attack_ops(2)) / 4 - (bare_ops(6) - bare_ops(2)) / 4
+    assert per_step <= 3, per_step
+
+
+def test_pgd_compile_compiles_each_model_once_with_graphs_on_cuda(
+    digits: Digits, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """compile=true: one torch.compile per model (kept across batches), CUDA graphs ("reduce-overhead") on
+    CUDA only, and the compiled callable runs every step. (The compiled arithmetic itself is torch's;
+    benchmarks/gpu.py checks its results against the eager attack.)"""
+    calls: list[tuple[nn.Module, str]] = []
+    forwards = []
+
+    def fake_compile(model: nn.Module, *, mode: str, dynamic: bool) -> object:
+        calls.append((model, mode))
+
+        def compiled(x: torch.Tensor) -> torch.Tensor:
+            forwards.append(len(x))
+            return model(x)
+
+        return compiled
+
+    monkeypatch.setattr(torch, "compile", fake_compile)
+    attack = build_attack("pgd:steps=4,compile=true")
+    first, first_success = run(attack, digits, 8, 0.05)
+    run(attack, digits, 8, 0.05)
+    assert [mode for _, mode in calls] == ["default"] and calls[0][0] is digits.model
+    assert len(forwards) == 2 * 4  # every step of both batches; the success check runs the model itself
+    eager, eager_success = run(build_attack("pgd:steps=4"), digits, 8, 0.05)
+    assert torch.equal(first, eager) and torch.equal(first_success, eager_success)
+    attack._forward(nn.Identity(), torch.device("cuda"))
+    assert calls[-1][1] == "reduce-overhead"
+    assert "compile=True" in repr(attack)

@@ -4,15 +4,24 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
 import torch
+from torch.nn.functional import one_hot
 
 from robaudit.data import DataSpec, load_dataset, select_samples
 from robaudit.defenses.base import compose
-from robaudit.defenses.cache import continuous_log_pmem, faiss_index, knn_log_pmem, mix, torch_topk
+from robaudit.defenses.cache import (
+    continuous_log_pmem,
+    faiss_index,
+    knn_log_pmem,
+    label_bounds,
+    mix,
+    torch_topk,
+)
 from robaudit.defenses.cache_build import build_cache
 from robaudit.errors import InputError
 from robaudit.models import LoadedModel, ModelSpec, load_model
@@ -57,6 +66,27 @@ def test_continuous_retrieval_equals_dense_computation() -> None:
     assert torch.allclose(continuous_log_pmem(query, keys, theta, 5, values=values, chunk=10), chunked, atol=1e-5)
     everyone = torch.arange(103).expand(4, -1)
     assert torch.allclose(knn_log_pmem(query, keys, everyone, theta, 5, labels=labels), chunked, atol=1e-4)
+
+
+@pytest.mark.parametrize("theta", [1.0, 30.0, 300.0])
+def test_class_slices_equal_scattering_for_sorted_keys(theta: float) -> None:
+    """Keys sorted by label are summed class by class as slices, across chunk edges that split classes and
+    with a class absent; large θ drive most weights below float32's normal range (raised to it, which
+    changes no probability)."""
+    gen = torch.Generator().manual_seed(4)
+    labels = torch.randint(0, 6, (211,), generator=gen)
+    labels = labels[labels != 3].sort().values  # class 3 has no key
+    keys = torch.nn.functional.normalize(torch.randn(len(labels), 16, generator=gen), dim=1)
+    query = torch.nn.functional.normalize(torch.randn(5, 16, generator=gen), dim=1)
+    bounds = label_bounds(labels, 6)
+    assert bounds is not None and bounds[3] == bounds[4] and bounds[-1] == len(labels)
+    dense = torch.softmax(theta * (query.double() @ keys.double().T), dim=1) @ one_hot(labels, 6).double()
+    for chunk in (7, 64, 1000):
+        sliced = continuous_log_pmem(query, keys, theta, 6, labels=labels, chunk=chunk, bounds=bounds)
+        scattered = continuous_log_pmem(query, keys, theta, 6, labels=labels, chunk=chunk)
+        assert torch.allclose(sliced.exp().double(), dense, atol=1e-6), chunk
+        assert torch.allclose(sliced.exp(), scattered.exp(), atol=1e-6), chunk
+    assert label_bounds(labels.flip(0), 6) is None  # unsorted: scattered
 
 
 def test_torch_topk_matches_faiss_exact_search() -> None:
@@ -262,3 +292,102 @@ def test_every_registered_defense_meets_the_contract(cli, tiny: LoadedModel, tmp
             pixels = x.clone().requires_grad_(True)
             model.module(pixels).logsumexp(1).sum().backward()
             assert pixels.grad is not None and torch.isfinite(pixels.grad).all() and pixels.grad.abs().sum() > 0, name
+
+
+def _old_grid(
+    cache: Any,
+    queries: torch.Tensor,
+    logits: torch.Tensor,
+    labels: torch.Tensor,
+    thetas: list[float],
+    lams: list[float],
+) -> dict[tuple[float, float], int]:
+    """The grid as scoring computes it: the cache's own log p_mem per θ and ``mix`` per λ."""
+    counts = {}
+    for theta in thetas:
+        log_pmem = cache.log_pmem(queries, theta)
+        for lam in sorted(set(lams) | {1.0}):
+            counts[(theta, lam)] = int((mix(logits, log_pmem, lam).argmax(dim=1) == labels).sum())
+    return counts
+
+
+@pytest.mark.parametrize("retrieval", ["continuous", "knn"])
+def test_tune_grid_reuses_similarities_and_equals_scoring(
+    tiny: LoadedModel, tmp_path: Path, retrieval: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every (θ, λ) count of the grid equals what the defended model predicts, whatever the query batching,
+    for one-hot labels (matrix product), scattered labels (many classes) and label distributions."""
+    from robaudit.defenses import cache as cache_module
+    from robaudit.defenses.cache_tune import held_out_queries, tune_grid
+
+    paths = [make_cache(tiny, tmp_path / "c"), make_cache(tiny, tmp_path / "g", clusters=40, cluster_mode="global")]
+    spec = DataSpec("digits", limit=90)
+    dataset = load_dataset(spec)
+    selection = select_samples(dataset.labels, spec, 0)
+    # an evenly spaced run (weights carried by products, re-anchored), irregular values, in no order
+    thetas = [80.0, 0.5, *np.linspace(10, 90, 17).tolist()[::-1], 5.0, 300.0]
+    lams = [0.0, 0.1, 0.5, 0.9]
+    for path in paths:
+        for slice_limit in (64, 0):  # 0: the scatter path of many-class caches
+            monkeypatch.setattr(cache_module, "SLICE_MAX_CLASSES", slice_limit)
+            model = compose(tiny, [f"cache:path={path},retrieval={retrieval},k=25"])
+            cache = model.defenses[-1]
+            assert (cache.bounds is not None) == (slice_limit > 0 and cache.labels is not None)
+            queries, logits, labels = held_out_queries(
+                cache, model, dataset, selection, batch_size=32, workers=0, skip_bad=False
+            )
+            expected = _old_grid(cache, queries, logits, labels, thetas, lams)
+            for batch in (1024, 7):
+                rows = tune_grid(cache, queries, logits, labels, thetas, lams, query_batch=batch)
+                assert {(r["theta"], r["lam"]): r["correct"] for r in rows} == expected, (path.name, batch)
+            scored = cache.similarity_table(queries).log_pmem(thetas)
+            for theta, log_pmem in zip(thetas, scored, strict=True):
+                assert torch.allclose(log_pmem.exp(), cache.log_pmem(queries, theta).exp(), atol=1e-5)
+
+
+def test_mixing_all_lambdas_at_once_equals_mix() -> None:
+    from robaudit.defenses.cache_tune import mixed_correct
+
+    gen = torch.Generator().manual_seed(3)
+    logits = torch.randn(200, 7, generator=gen) * 3
+    log_pmem = torch.log_softmax(torch.randn(200, 7, generator=gen) * 4, dim=1)
+    labels = torch.randint(0, 7, (200,), generator=gen)
+    lams = [0.0, 0.01, 0.2, 0.45, 0.5, 0.77, 0.999, 1.0]
+    counts = mixed_correct(torch.log_softmax(logits, 1), log_pmem, lams, labels)
+    assert counts.tolist() == [int((mix(logits, log_pmem, lam).argmax(1) == labels).sum()) for lam in lams]
+
+
+def _rows(best: tuple[float, float], cache_only_theta: float, thetas: list[float], lams: list[float]) -> list[Any]:
+    """Grid rows whose best mixed (θ, λ) and best cache-only θ are the given ones."""
+    rows: list[dict[str, Any]] = []
+    for theta in thetas:
+        for lam in [*lams, 1.0]:
+            hit = (theta, lam) == best or (lam == 1.0 and theta == cache_only_theta)
+            rows.append({"theta": theta, "lam": lam, "cache_only": lam == 1.0, "correct": 9 if hit else 5})
+            rows[-1].update(samples=10, accuracy=rows[-1]["correct"] / 10)
+    return rows
+
+
+def test_grid_summary_notes_best_values_on_the_edges() -> None:
+    from robaudit.defenses.cache_tune import summarize_grid
+
+    thetas, lams = [10.0, 20.0, 40.0], [0.2, 0.5, 0.8]
+    logits, labels = torch.zeros(10, 2), torch.zeros(10, dtype=torch.long)
+    inside = summarize_grid(_rows((20.0, 0.5), 20.0, thetas, lams), logits, labels)
+    assert inside["note"] is None
+    cases = {
+        ((40.0, 0.5), 20.0): ["best θ (40) is the largest", "--thetas upwards (e.g. to 80)"],
+        ((10.0, 0.5), 20.0): ["best θ (10) is the smallest", "--thetas downwards (e.g. to 5)"],
+        ((20.0, 0.8), 20.0): ["best λ (0.8) is the largest", "--lams upwards (e.g. to 0.9)"],
+        ((20.0, 0.2), 20.0): ["best λ (0.2) is the smallest", "--lams downwards (e.g. to 0.1)"],
+        ((20.0, 0.5), 40.0): ["best cache-only θ (40) is the largest"],
+    }
+    for (best, only), phrases in cases.items():
+        note = summarize_grid(_rows(best, only, thetas, lams), logits, labels)["note"]
+        assert note is not None and all(p in note for p in phrases), (best, only, note)
+        assert note.count("the best") == 1, note
+    corner = summarize_grid(_rows((40.0, 0.2), 40.0, thetas, lams), logits, labels)["note"]
+    assert corner is not None and corner.count("the best") == 3
+    # a grid of one θ is a fixed choice; λ = 0 has nothing below it
+    assert summarize_grid(_rows((20.0, 0.5), 20.0, [20.0], lams), logits, labels)["note"] is None
+    assert summarize_grid(_rows((20.0, 0.0), 20.0, thetas, [0.0, 0.5]), logits, labels)["note"] is None

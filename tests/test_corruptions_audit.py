@@ -233,3 +233,40 @@ def test_preview_grid(cli, tmp_path: Path) -> None:  # type: ignore[no-untyped-d
     with Image.open(out) as grid:
         assert grid.size[1] > grid.size[0] > 0  # 4 rows (corruptions) x 3 columns (clean, 2 severities)
     assert cli("corruptions", "preview", "-o", out).code == 2
+
+
+@pytest.mark.parametrize("bad_call", [0, 1, 3])
+def test_rows_fetched_once_per_batch_and_nan_logits_recorded(tiny_models: Path, bad_call: int) -> None:
+    """Results stay on the device until the end of the batch, and correct rows match the model's own
+    predictions; a non-finite forward in any condition is still recorded for the runner's check."""
+    import torch
+
+    from robaudit.audits.base import AuditBatch
+    from robaudit.audits.corruptions import CorruptionsAudit
+    from robaudit.data import DataSpec, load_dataset
+    from robaudit.models import ModelSpec, load_model
+    from robaudit.models.finite import MONITOR
+
+    model = load_model(ModelSpec(f"{tiny_models}:tiny"), "cpu")
+    dataset = load_dataset(DataSpec("digits"))
+    images = dataset.load(np.arange(6)).images
+    batch = AuditBatch(np.arange(6), images, torch.from_numpy(dataset.labels[:6]))
+    audit = CorruptionsAudit(corruptions=["contrast", "gaussian_noise"], severities=[2], noise_levels=[])
+    rows = audit.run_batch(model, batch)
+    with torch.no_grad():
+        clean = model.module(images).argmax(1).numpy()
+    assert rows["prediction"][:6].tolist() == clean.tolist() and rows["prediction"].dtype == np.int64
+    assert (rows["correct"] == (rows["prediction"] == np.tile(dataset.labels[:6], 3))).all()
+    conditions = ["clean", "contrast", "gaussian_noise"]
+    calls = iter(range(100))
+    forward = model.module.forward
+
+    def poisoned(x: torch.Tensor) -> torch.Tensor:
+        out = forward(x)
+        return out * float("nan") if next(calls) == bad_call else out
+
+    model.module.forward = poisoned  # type: ignore[method-assign]
+    MONITOR.reset()
+    assert len(audit.run_batch(model, batch)["prediction"]) == 18
+    assert MONITOR.found() == (bad_call < len(conditions))
+    MONITOR.reset()

@@ -221,6 +221,75 @@ def test_jpeg_equals_pillow_round_trip(param_set: str, codec: str, monkeypatch: 
             assert np.array_equal(as_uint8_hwc(out), _pillow_jpeg(as_uint8_hwc(image), quality))
 
 
+def _photographs() -> torch.Tensor:
+    """Natural 8-bit images: the validation photographs and CIFAR-10 images when present, else scenes."""
+    import os
+    from pathlib import Path
+
+    from robaudit.data.sources import read_square
+
+    root = Path(os.environ.get("ROBAUDIT_VALIDATION_DATA", "/nonexistent"))
+    photos = sorted((root / "imagenet" / "val20").glob("*.JPEG"))[:6]
+    if photos:
+        arrays = np.stack([read_square(str(f), 96, 110, "bilinear") for f in photos])
+        return torch.from_numpy(arrays).permute(0, 3, 1, 2).contiguous()
+    return (scene(6, 96) * 255).round().to(torch.uint8)
+
+
+# Measured against libjpeg over photographs and CIFAR images at every quality of both tables: mean absolute
+# difference <= 0.35 level, <= 3.5 % of pixels more than two levels apart (docs/corruptions.md).
+JPEG_MEAN_LEVELS, JPEG_FAR_FRACTION = 0.5, 0.05
+
+
+@pytest.mark.parametrize("size", [(96, 96), (37, 50), (8, 9)])
+def test_tensor_jpeg_agrees_with_libjpeg(size: tuple[int, int]) -> None:
+    """The batched round trip (the GPU path) against libjpeg, at every quality of both parameter tables,
+    for sizes that are and are not whole 16 × 16 macroblocks."""
+    from robaudit.corruptions.jpeg import jpeg_round_trip_tensor
+
+    height, width = size
+    photos = _photographs()
+    # every whole tile of that size, so that small sizes still give many pixels
+    tiles = photos.unfold(2, height, height).unfold(3, width, width)
+    images = tiles.permute(0, 2, 3, 1, 4, 5).reshape(-1, 3, height, width).contiguous()
+    qualities = {*get("jpeg_compression").params["imagenet"], *get("jpeg_compression").params["cifar"]}
+    for quality in sorted(qualities):
+        expected = torch.stack(dg.jpeg_round_trip(list(images), quality)).int()
+        got = jpeg_round_trip_tensor(images, quality)
+        assert got.dtype == torch.uint8 and got.shape == images.shape
+        difference = (got.int() - expected).abs().float()
+        assert difference.mean() <= JPEG_MEAN_LEVELS, (quality, difference.mean())
+        assert (difference > 2).float().mean() <= JPEG_FAR_FRACTION, (quality, (difference > 2).float().mean())
+        # and it is JPEG: far from the input at low quality
+        assert (got.int() - images.int()).abs().float().mean() > (2 if quality <= 25 else 0)
+
+
+def test_jpeg_codec_follows_the_device(monkeypatch: pytest.MonkeyPatch) -> None:
+    """CPU images keep libjpeg (unchanged, exact); images anywhere else use the tensor round trip on their
+    device."""
+    assert dg.jpeg_codec(torch.device("cpu")) in {"libjpeg", "pillow"}
+    assert dg.jpeg_codec(torch.device("cuda")) == dg.jpeg_codec(torch.device("cuda", 1)) == "tensor"
+    x = scene(3, 40, 48)
+    monkeypatch.setattr(dg, "jpeg_round_trip_tensor", lambda *a: pytest.fail("the CPU path must stay libjpeg"))
+    apply("jpeg_compression", x, 3, "imagenet")
+    monkeypatch.undo()
+    taken = []
+    monkeypatch.setattr(dg, "jpeg_codec", lambda device: "tensor")
+    monkeypatch.setattr(dg, "jpeg_round_trip_tensor", lambda levels, quality: taken.append(quality) or levels)
+    out = apply("jpeg_compression", x, 3, "imagenet")
+    assert taken == [15] and torch.equal(out, dg.to_levels(x).float() / 255)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_jpeg_on_cuda_agrees_with_the_cpu_path() -> None:
+    x = _photographs().float() / 255
+    for severity in range(1, 6):
+        cpu = apply("jpeg_compression", x, severity, "imagenet")
+        gpu = apply("jpeg_compression", x.cuda(), severity, "imagenet").cpu()
+        difference = ((gpu - cpu) * 255).round().abs()
+        assert difference.mean() <= JPEG_MEAN_LEVELS and (difference > 2).float().mean() <= JPEG_FAR_FRACTION
+
+
 # ------------------------------------------------------------------------------------------- pixelate
 
 

@@ -171,3 +171,27 @@ def test_hybrid_cli_rejects_negative_fmix(cli, tmp_path: Path) -> None:  # type:
     result = cli("hybrid", "--model", "digits_cnn", "--fmix=-0.1,0.5", "--out", tmp_path)
     assert result.code == 2
     assert "--fmix" in result.err and not (tmp_path / "hybrid.parquet").exists()
+
+
+@pytest.mark.parametrize("bad_call", [0, 3, 4])
+def test_rows_fetched_once_per_batch_and_nan_logits_recorded(tiny_models: Path, bad_call: int) -> None:
+    """The probe keeps its results on the device until the end of the batch; a non-finite forward at any
+    (repeat, f_mix) is still recorded for the runner's check."""
+    from robaudit.models import ModelSpec, load_model
+    from robaudit.models.finite import MONITOR
+
+    model = load_model(ModelSpec(f"{tiny_models}:tiny"), "cpu")
+    x = images(3, n=6, size=32)
+    batch = AuditBatch(np.arange(6), x, torch.tensor([0, 1, 2, 0, 1, 2]))
+    audit = HybridAudit(fmix=[0.2, 0.5], repeats=2, seed=0)
+    rows = audit.run_batch(model, batch)
+    assert len(rows["prediction"]) == 6 * 2 * 2 and rows["prediction"].dtype == np.int64
+    assert (rows["pred_low"] == (rows["prediction"] == rows["low_label"])).all()
+    assert (rows["pred_high"] == (rows["prediction"] == rows["high_label"])).all()
+    calls = iter(range(100))
+    forward = model.module.forward
+    model.module.forward = lambda pixels: forward(pixels) * (math.nan if next(calls) == bad_call else 1.0)  # type: ignore[method-assign]
+    MONITOR.reset()
+    assert len(audit.run_batch(model, batch)["prediction"]) == 24
+    assert MONITOR.found() == (bad_call < 4)
+    MONITOR.reset()

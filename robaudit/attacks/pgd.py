@@ -2,16 +2,23 @@
 
 Madry et al. (2018): start at a random point of the ε-ball (optional), then repeat: step along the sign of
 the loss gradient (L∞) or along the normalized gradient (L2), and project back onto the ε-ball and [0, 1].
-Unlike foolbox, ε is a tensor with one value per image, which is what a relative budget ‖δ‖₂ ≤ ε‖x‖₂
+Beyond the model's forward and backward, an L∞ step costs three small kernels (sign, multiply-add, clamp
+to per-pixel bounds), all in place, and the attack never waits on the device except to stop restarts
+early. Unlike foolbox, ε is a tensor with one value per image, which is what a relative budget ‖δ‖₂ ≤ ε‖x‖₂
 needs. With ``restarts`` > 1 the first successful restart is kept per image.
 
 The loss is the cross-entropy of the true label (ascended) or of the target (descended). Every image's
 gradient comes from its own loss (the batch loss is a sum), so batching never changes a result. Only the
 input requires gradients (loaded models have frozen parameters), and bf16 autocast is available (``amp``)
-for GPUs.
+for GPUs. ``compile`` runs the model through ``torch.compile`` (with CUDA graphs on a GPU); it can pay where
+launching kernels rather than computing them limits a step (small models at small batches), and it costs a
+compilation per model and input shape; benchmarks/gpu.py measures it against the eager attack.
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
+from weakref import WeakKeyDictionary
 
 import torch
 import torch.nn.functional as F
@@ -41,6 +48,7 @@ class PGD(Attack):
         random_start: bool = True,
         restarts: int = 1,
         amp: bool = False,
+        compile: bool = False,
     ) -> None:
         if norm not in NORMS:
             raise InputError(f"pgd norm must be one of {', '.join(NORMS)}, got {norm!r}")
@@ -63,10 +71,25 @@ class PGD(Attack):
             random_start=random_start,
             restarts=restarts,
             amp=amp,
+            compile=compile,
         )
         self.norm = norm  # type: ignore[misc]
         self.steps, self.rel_stepsize, self.abs_stepsize = steps, rel, abs_stepsize
-        self.random_start, self.restarts, self.amp = random_start, restarts, amp
+        self.random_start, self.restarts, self.amp, self.compile = random_start, restarts, amp, compile
+        self._compiled: WeakKeyDictionary[nn.Module, Callable[..., torch.Tensor]] = WeakKeyDictionary()
+
+    def _forward(self, model: nn.Module, device: torch.device) -> Callable[..., torch.Tensor]:
+        """The model, or with ``compile`` its torch.compile'd version (compiled once per model and kept):
+        on CUDA in "reduce-overhead" mode, which replays each step's forward and backward as CUDA graphs
+        (one launch instead of one per kernel: what small models at small batches are limited by)."""
+        if not self.compile:
+            return model
+        compiled = self._compiled.get(model)
+        if compiled is None:
+            mode = "reduce-overhead" if device.type == "cuda" else "default"
+            compiled = torch.compile(model, mode=mode, dynamic=False)
+            self._compiled[model] = compiled
+        return compiled
 
     def _start(self, images: torch.Tensor, eps: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         if not self.random_start:
@@ -90,6 +113,26 @@ class PGD(Attack):
             delta = delta * (eps / _flat_norm(delta).clamp_min(1e-12)).clamp(max=1)
         return (images + delta).clamp(0, 1)
 
+    def _step(
+        self,
+        x: torch.Tensor,
+        grad: torch.Tensor,
+        step: torch.Tensor,
+        images: torch.Tensor,
+        eps: torch.Tensor,
+        box: tuple[torch.Tensor, torch.Tensor],
+    ) -> torch.Tensor:
+        """One update of ``x`` (in place, with ``grad`` used up) and its projection.
+
+        L∞: the ε-box intersected with [0, 1] is the box [max(x₀ − ε, 0), min(x₀ + ε, 1)], so the step and the
+        projection are three kernels: sign, a fused multiply-add and one clamp to per-pixel bounds (the
+        bounds are computed once per attack). L2: the normalized step, then the projection onto the ball.
+        """
+        if self.norm == "linf":
+            return x.addcmul_(step, grad.sign_()).clamp_(*box)
+        x.add_(grad.mul_(step / _flat_norm(grad).clamp_min(1e-12)))
+        return self._project(x, images, eps)
+
     def run(
         self,
         model: nn.Module,
@@ -108,28 +151,34 @@ class PGD(Attack):
             if self.abs_stepsize is not None
             else eps * float(self.rel_stepsize or 0)
         )
-        goal, sign = (targets, -1.0) if targets is not None else (labels, 1.0)
+        # Untargeted: ascend the label's loss; targeted: descend the target's. The direction goes into the
+        # step, so that the loss itself needs no extra kernel.
+        goal, step = (targets, -step) if targets is not None else (labels, step)
+        box = ((images - eps).clamp_(min=0), (images + eps).clamp_(max=1))
         best = images.clone()
         found = torch.zeros(len(images), dtype=torch.bool, device=images.device)
         autocast = torch.autocast(images.device.type, dtype=torch.bfloat16, enabled=self.amp)
+        forward = self._forward(model, images.device)
+        graphs = self.compile and images.device.type == "cuda"
         for _ in range(self.restarts):
             x = self._start(images, eps, generator)
             for _ in range(self.steps):
                 x.requires_grad_(True)
+                if graphs:  # the previous step's graph outputs are used up: their memory may be reused
+                    torch.compiler.cudagraph_mark_step_begin()
                 with autocast:
-                    logits = model(x)
-                loss = sign * F.cross_entropy(logits.float(), goal, reduction="sum")
+                    logits = forward(x)
+                loss = F.cross_entropy(logits.float(), goal, reduction="sum")
                 (grad,) = torch.autograd.grad(loss, x)
-                with torch.no_grad():
-                    if self.norm == "linf":
-                        x = x + step * grad.sign()
-                    else:
-                        x = x + step * grad / _flat_norm(grad).clamp_min(1e-12)
-                    x = self._project(x, images, eps)
+                # the graph is freed: x's storage and the fresh gradient can be updated in place
+                x = self._step(x.detach(), grad, step, images, eps, box)
             with torch.no_grad(), autocast:
                 success = is_success(model(x), labels, targets)
-            take = success & ~found if self.restarts > 1 else torch.ones_like(found)
-            best[take] = x[take].detach()
+            if self.restarts == 1:
+                return x, success
+            # the first successful restart is kept per image; selecting with where() needs no host sync
+            take = success & ~found
+            best = torch.where(take.view(-1, 1, 1, 1), x, best)
             found |= success
             if bool(found.all()):
                 break

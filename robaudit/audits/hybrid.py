@@ -151,7 +151,10 @@ class HybridAudit(Audit):
                 "--chunk-size, or use --limit for a class-stratified subset)"
             )
         n = len(labels)
-        columns: dict[str, list[np.ndarray]] = {name: [] for name in ["sample", *self.columns]}
+        columns: dict[str, list[np.ndarray]] = {name: [] for name in ["sample", "repeat", "fmix", "low_label"]}
+        columns.update(high_label=[], high_index=[])
+        # results stay on the device until the end of the batch: one transfer instead of a wait per f_mix
+        on_device: list[torch.Tensor] = []
         for repeat in range(int(self.params["repeats"])):
             rng = np.random.default_rng([int(self.params["seed"]), repeat, int(batch.indices[0])])
             partner = draw_partners(labels, rng)
@@ -161,24 +164,40 @@ class HybridAudit(Audit):
             for fmix in self.params["fmix"]:
                 with torch.inference_mode():
                     logits = model(mix_spectra(spectrum_low, spectrum_high, fmix, x.dtype)).float()
-                probs = logits.softmax(dim=1)
-                prediction = probs.argmax(dim=1)
+                    probs = logits.softmax(dim=1)
+                    prediction = probs.argmax(dim=1)
+                    on_device.append(
+                        torch.stack(
+                            [
+                                prediction.float(),  # class indices are exact in float32
+                                probs.gather(1, y[:, None])[:, 0],
+                                probs.gather(1, high_labels[:, None])[:, 0],
+                                (prediction == y).float(),
+                                (prediction == high_labels).float(),
+                            ]
+                        )
+                    )
                 values = {
                     "sample": np.arange(n),
                     "repeat": np.full(n, repeat, dtype=np.int32),
                     "fmix": np.full(n, fmix),
                     "low_label": labels,
-                    "high_label": high_labels.cpu().numpy(),
+                    "high_label": labels[partner],
                     "high_index": batch.indices[partner],
-                    "prediction": prediction.cpu().numpy().astype(np.int64),
-                    "p_low": probs.gather(1, y[:, None])[:, 0].cpu().numpy(),
-                    "p_high": probs.gather(1, high_labels[:, None])[:, 0].cpu().numpy(),
-                    "pred_low": (prediction == y).cpu().numpy(),
-                    "pred_high": (prediction == high_labels).cpu().numpy(),
                 }
                 for name, value in values.items():
                     columns[name].append(value)
-        return {name: np.concatenate(parts) for name, parts in columns.items()}
+        # (quantity, condition × sample): conditions in the order their rows were appended above
+        results = torch.cat(on_device, dim=1).cpu().numpy()
+        out = {name: np.concatenate(parts) for name, parts in columns.items()}
+        out.update(
+            prediction=results[0].astype(np.int64),
+            p_low=results[1].astype(np.float32),
+            p_high=results[2].astype(np.float32),
+            pred_low=results[3].astype(bool),
+            pred_high=results[4].astype(bool),
+        )
+        return out
 
     @classmethod
     def summarize(cls, rows: pd.DataFrame, metadata: dict[str, Any]) -> dict[str, Any]:

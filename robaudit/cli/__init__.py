@@ -137,12 +137,15 @@ def configure_logging(verbose: bool) -> None:
 
     from .output import stderr
 
-    logging.basicConfig(
-        level=logging.INFO if verbose else logging.ERROR,
-        format="%(message)s",
-        handlers=[RichHandler(console=stderr, show_path=False, show_time=False)],
-        force=True,
-    )
+    root = logging.getLogger()
+    # Replace only robaudit's own handler: a host (pytest's log capture, an embedding application) keeps its own.
+    for handler in [h for h in root.handlers if getattr(h, "robaudit", False)]:
+        root.removeHandler(handler)
+    handler = RichHandler(console=stderr, show_path=False, show_time=False)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    handler.robaudit = True  # type: ignore[attr-defined]
+    root.addHandler(handler)
+    root.setLevel(logging.INFO if verbose else logging.ERROR)
     logging.getLogger("robaudit").setLevel(logging.INFO if verbose else logging.WARNING)
     logging.captureWarnings(True)
 

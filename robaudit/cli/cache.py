@@ -210,6 +210,8 @@ def tune_command(
             f"grid: {target}\nbest: --defense cache:path={cache},theta={summary['best_theta']:g},"
             f"lam={summary['best_lam']:g}  (cache-only: lam=1,theta={summary['cache_only_theta']:g})"
         )
+    if summary["note"]:
+        stderr.print(f"warning: {summary['note']}")
 
 
 def _cache_model(artifact: CacheArtifact, cache: Path, retrieval: str, k: int, device: str) -> LoadedModel:

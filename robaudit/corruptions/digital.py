@@ -10,8 +10,10 @@ These are the distortions an image picks up in processing rather than in front o
   float rounding.
 * ``contrast`` pulls every channel towards its own spatial mean: ``(x − μ)·c + μ``, ``μ`` the mean of the
   channel over the image.
-* ``jpeg_compression`` runs the real codec (libjpeg through torchvision, byte-identical to Pillow's
-  encoder at the same quality): blocking and ringing at 8×8 block edges, chroma subsampled 4:2:0.
+* ``jpeg_compression`` runs the real codec on CPU images (libjpeg through torchvision, byte-identical to
+  Pillow's encoder at the same quality): blocking and ringing at 8×8 block edges, chroma subsampled 4:2:0.
+  Images on a GPU go through the same steps as batched tensor operations on the GPU
+  (:mod:`robaudit.corruptions.jpeg`), which agree with libjpeg up to its integer DCT's rounding.
 * ``pixelate`` shrinks the image with Pillow's BOX filter to ``⌊c·W⌋ × ⌊c·H⌋`` and enlarges it back with
   the same filter, which for enlarging is a nearest-neighbour copy. Pillow's BOX filter is *not* an
   area-weighted average: output pixel ``j`` averages, with equal weights, the input pixels whose centres
@@ -38,12 +40,14 @@ Differences from the reference
 ------------------------------
 * Random numbers come from the torch generator handed to the corruption, not numpy's global state.
 * ``jpeg_compression`` and ``pixelate`` read the image as 8-bit levels (``⌊255·x + ½⌋``) as the reference
-  reads its uint8 PIL image. JPEG is encoded and decoded on the CPU (the only step that leaves the
-  images' device), with torchvision's batched calls where available. ``pixelate`` rounds each box mean to
-  a level rather than each input pixel: identical on 8-bit images, a nearest-level rounding otherwise.
-  Some older Pillow releases closed the box interval on the other side (``[j·s, (j+1)·s)``); the two
-  differ only when a pixel centre falls exactly on a box edge, which never happens at the image sizes of
-  either reference (224 and 32).
+  reads its uint8 PIL image. On the CPU, JPEG is encoded and decoded by libjpeg, with torchvision's
+  batched calls where available; on another device by :mod:`robaudit.corruptions.jpeg`, whose exact DCT
+  rounds a coefficient lying within about 1/8 of a quantization step of a rounding boundary the other way
+  than libjpeg's integer DCT does (a few percent of pixels differ by more than two levels). ``pixelate``
+  rounds each box mean to a level rather than each input pixel: identical on 8-bit images, a
+  nearest-level rounding otherwise. Some older Pillow releases closed the box interval on the other side
+  (``[j·s, (j+1)·s)``); the two differ only when a pixel centre falls exactly on a box edge, which never
+  happens at the image sizes of either reference (224 and 32).
 * ``elastic_transform`` resamples with ``grid_sample`` instead of OpenCV's ``warpAffine`` (fixed-point
   bilinear weights in 1/32-pixel steps) and SciPy's ``map_coordinates``: borders are reflected the same
   way (about the edge pixels' centres for the affine step, about the image edges for the displacement
@@ -67,6 +71,7 @@ import torch
 import torch.nn.functional as F
 
 from .base import CorruptionContext, corruption
+from .jpeg import jpeg_round_trip_tensor
 
 # ---------------------------------------------------------------------------------------------------- HSV
 
@@ -171,6 +176,15 @@ def jpeg_round_trip(images: list[torch.Tensor], quality: int) -> list[torch.Tens
     return _pillow_jpeg(images, quality)
 
 
+def jpeg_codec(device: torch.device) -> str:
+    """Which JPEG round trip ``jpeg_compression`` runs for images on ``device``: ``tensor`` (batched, on the
+    device itself) off the CPU, so that the images never wait for a copy to the host and a CPU thread;
+    ``libjpeg`` (torchvision's) or ``pillow`` on the CPU."""
+    if device.type != "cpu":
+        return "tensor"
+    return "libjpeg" if _torchvision_codec() is not None else "pillow"
+
+
 @functools.lru_cache(maxsize=1)
 def _torchvision_codec() -> tuple[Any, Any, Any] | None:
     """torchvision's ``encode_jpeg``, ``decode_jpeg`` and RGB read mode, or None where they are gone."""
@@ -215,9 +229,11 @@ def _pillow_jpeg(images: list[torch.Tensor], quality: int) -> list[torch.Tensor]
     random=False,
 )
 def jpeg_compression(x: torch.Tensor, quality: int, g: torch.Generator, ctx: CorruptionContext) -> torch.Tensor:
-    """Round trip through a real JPEG codec (libjpeg, 4:2:0 chroma) at ``quality``."""
-    # the codec runs on the CPU whatever the device, image by image: no batched formulation reproduces
-    # libjpeg; converting one image at a time also keeps each conversion in the CPU cache
+    """Round trip through JPEG (baseline, 4:2:0 chroma) at ``quality``: libjpeg for images on the CPU, the
+    batched tensor round trip of :mod:`robaudit.corruptions.jpeg` on the images' device otherwise."""
+    if jpeg_codec(x.device) == "tensor":
+        return jpeg_round_trip_tensor(to_levels(x), int(quality)).float().div_(255)
+    # libjpeg codes image by image; converting one image at a time keeps each conversion in the CPU cache
     decoded = jpeg_round_trip([to_levels(image).cpu() for image in x], int(quality))
     out = torch.empty_like(x)
     for image, target in zip(decoded, out, strict=True):

@@ -12,7 +12,7 @@ from __future__ import annotations
 import hashlib
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -46,6 +46,35 @@ class LoadedBatch:
     indices: np.ndarray
     images: torch.Tensor
     failures: list[tuple[int, str]] = field(default_factory=list)
+    #: (smallest, largest) pixel value, measured where the batch was decoded (in a worker when there are
+    #: workers), so that checking the pixels costs the main process nothing; NaN when a pixel is NaN
+    pixel_range: tuple[float, float] | None = None
+
+    def pin_memory(self) -> LoadedBatch:
+        """The batch with its images in page-locked memory (``DataLoader(pin_memory=True)`` calls this), from
+        where they can be copied to a GPU asynchronously."""
+        return replace(self, images=self.images.pin_memory())
+
+    def check_pixels(self) -> None:
+        """Raise InputError unless every pixel is finite and lies in [0, 1]."""
+        import torch
+
+        if not self.images.numel():
+            return
+        low, high = self.pixel_range if self.pixel_range is not None else pixel_range(self.images)
+        if low >= 0 and high <= 1:  # False for NaN
+            return
+        if not bool(torch.isfinite(self.images).all()):
+            raise InputError(f"input images contain NaN or inf (data indices {self.indices[:5].tolist()}...)")
+        raise InputError("input pixels must lie in [0, 1]; the data source produced values outside")
+
+
+def pixel_range(images: torch.Tensor) -> tuple[float, float]:
+    """(min, max) of ``images`` in one pass; both NaN when any value is NaN."""
+    import torch
+
+    low, high = torch.aminmax(images)
+    return float(low), float(high)
 
 
 class Dataset(ABC):
@@ -266,9 +295,14 @@ def shard_chunks(chunks: Sequence[Chunk], shard: tuple[int, int]) -> list[Chunk]
 
 
 def iter_batches(
-    dataset: Dataset, chunks: Sequence[Chunk], batch_size: int, workers: int = 0
+    dataset: Dataset, chunks: Sequence[Chunk], batch_size: int, workers: int = 0, *, device: torch.device | None = None
 ) -> Iterator[tuple[Chunk, bool, LoadedBatch]]:
-    """``(chunk, is_last_batch_of_chunk, batch)`` in order; ``workers`` > 0 decodes in subprocesses."""
+    """``(chunk, is_last_batch_of_chunk, batch)`` in order; ``workers`` > 0 decodes in subprocesses.
+
+    Workers start once for all the chunks. Each batch's pixel range is measured where it is decoded. With a
+    CUDA ``device``, batches are placed in page-locked memory and their images copied to the device without
+    blocking, so that the copy of one batch overlaps the work on the previous one.
+    """
     import torch.utils.data
 
     if batch_size < 1:
@@ -282,14 +316,18 @@ def iter_batches(
             for start in starts
         ]
 
+    cuda = device is not None and device.type == "cuda"
     loader: torch.utils.data.DataLoader[LoadedBatch] = torch.utils.data.DataLoader(
         _PlannedBatches(dataset, [p[2] for p in plan]),  # type: ignore[arg-type]
         batch_size=None,
         shuffle=False,
         num_workers=min(workers, len(plan)),  # no process without a batch to decode
         collate_fn=_identity,  # type: ignore[arg-type]
+        pin_memory=cuda,
     )
     for (chunk, last, _), batch in zip(plan, loader, strict=True):
+        if cuda:
+            batch = replace(batch, images=batch.images.to(device, non_blocking=True))
         yield chunk, last, batch
 
 
@@ -308,4 +346,7 @@ class _PlannedBatches:
         return len(self.batches)
 
     def __getitem__(self, i: int) -> LoadedBatch:
-        return self.dataset.load(self.batches[i])
+        batch = self.dataset.load(self.batches[i])
+        if batch.pixel_range is None and batch.images.numel():
+            batch.pixel_range = pixel_range(batch.images)
+        return batch

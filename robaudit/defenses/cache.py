@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import math
+from itertools import pairwise
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -40,6 +41,17 @@ RETRIEVALS = ("continuous", "knn")
 SEARCHES = ("auto", "faiss", "torch")
 DTYPES = {"auto": None, "float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 _TINY = torch.finfo(torch.float32).tiny
+_LOG_TINY = math.log(_TINY)
+#: up to this many classes, keys are sorted by label and each class is summed as one slice of them; beyond,
+#: one operation per class costs more than scattering the weights into their classes
+SLICE_MAX_CLASSES = 64
+#: the most floats a :class:`SimilarityTable` holds at once
+TABLE_FLOATS = 1 << 25
+#: floats per block when a table is scored (4 MiB: stays in a CPU's last-level cache across the θ)
+BLOCK_FLOATS = 1 << 20
+#: on an evenly spaced θ grid, weights are carried from one θ to the next by a product; every REANCHOR-th θ
+#: they are computed afresh, so that rounding cannot pile up (each product adds at most half an ulp)
+REANCHOR = 8
 
 
 class CacheArtifact:
@@ -148,6 +160,59 @@ def _check_meta(meta: dict[str, Any], path: Path) -> None:
         raise InputError(f"cache {path}: meta.json field input_defense_specs must be a list of --defense strings")
 
 
+def class_sums(
+    weights: torch.Tensor,
+    num_classes: int,
+    *,
+    labels: torch.Tensor | None = None,
+    values: torch.Tensor | None = None,
+    bounds: list[int] | None = None,
+    start: int = 0,
+) -> torch.Tensor:
+    """Σ_k w_k v_kc (N, C) for weights (N, K) of keys ``start`` .. ``start + K``.
+
+    With ``bounds`` (keys sorted by label: class c holds keys ``bounds[c]`` .. ``bounds[c + 1]``) each class
+    is the sum of one contiguous slice, a pass at memory speed; else the weights are scattered into their
+    classes (``labels``) or multiplied with the label distributions (``values``).
+    """
+    if bounds is not None:
+        stop = start + weights.shape[1]
+        empty = weights.new_zeros(weights.shape[0])
+        columns = []
+        for c in range(num_classes):
+            low, high = max(bounds[c], start), min(bounds[c + 1], stop)
+            columns.append(weights[:, low - start : high - start].sum(dim=1) if high > low else empty)
+        return torch.stack(columns, dim=1)
+    if labels is not None:
+        return torch.zeros(weights.shape[0], num_classes, device=weights.device).index_add(
+            1, labels[start : start + weights.shape[1]], weights
+        )
+    assert values is not None
+    return weights @ values[start : start + weights.shape[1]].float()
+
+
+def label_bounds(labels: torch.Tensor, num_classes: int) -> list[int] | None:
+    """Where each class starts in ``labels`` (C + 1 offsets) if they are sorted and the classes few enough
+    for one slice sum each (``SLICE_MAX_CLASSES``); None otherwise."""
+    if num_classes > SLICE_MAX_CLASSES or (len(labels) > 1 and bool((labels[1:] < labels[:-1]).any())):
+        return None
+    return torch.searchsorted(labels, torch.arange(num_classes + 1, device=labels.device)).tolist()
+
+
+def _weights(scores: torch.Tensor) -> torch.Tensor:
+    """exp of (shifted, so ≤ 0) scores, in place. Scores below log(float32's smallest normal) are raised to
+    it first: exp of them would only give subnormal numbers, which add nothing next to the row's largest
+    weight (1) but make exp an order of magnitude slower on CPUs."""
+    return scores.clamp_(min=_LOG_TINY).exp_()
+
+
+def _log_ratio(per_class: torch.Tensor, weights: torch.Tensor, labels_given: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """(log Σ_k∈c w_k, log Σ_k w_k) with absent classes clamped to ~0 (log(0)'s gradient is NaN)."""
+    # With one label per key the class sums add up to the total: no second pass over the weights needed.
+    total = per_class.sum(dim=1) if labels_given else weights.sum(dim=1)
+    return torch.log(per_class.clamp_min(_TINY)), torch.log(total)
+
+
 def continuous_log_pmem(
     query: torch.Tensor,
     keys: torch.Tensor,
@@ -157,8 +222,12 @@ def continuous_log_pmem(
     labels: torch.Tensor | None = None,
     values: torch.Tensor | None = None,
     chunk: int = 16384,
+    bounds: list[int] | None = None,
 ) -> torch.Tensor:
-    """log p_mem (N, C) over all keys, chunked over keys with a running log-sum-exp."""
+    """log p_mem (N, C) over all keys, chunked over keys with a running log-sum-exp.
+
+    ``bounds`` (from :func:`label_bounds`, for keys sorted by label) sums each class as one slice.
+    """
     n = query.shape[0]
     num = torch.full((n, num_classes), -math.inf, device=query.device)
     den = torch.full((n,), -math.inf, device=query.device)
@@ -167,17 +236,12 @@ def continuous_log_pmem(
         scores = (q @ keys[start : start + chunk].T).float()
         # Subtracting the (detached) row maximum keeps exp in range; it is added back exactly below.
         shift = scores.max(dim=1, keepdim=True).values.detach()
-        weights = torch.exp(scores - shift)
-        if labels is not None:
-            per_class = torch.zeros(n, num_classes, device=query.device).index_add(
-                1, labels[start : start + chunk], weights
-            )
-        else:
-            assert values is not None
-            per_class = weights @ values[start : start + chunk].float()
-        # clamp: classes absent from a chunk contribute ~0 instead of log(0) (whose gradient is NaN).
-        num = torch.logaddexp(num, torch.log(per_class.clamp_min(_TINY)) + shift)
-        den = torch.logaddexp(den, torch.log(weights.sum(dim=1)) + shift.squeeze(1))
+        # in place: the matrix product's backward needs its inputs only, exp's backward its output only
+        weights = _weights(scores.sub_(shift))
+        per_class = class_sums(weights, num_classes, labels=labels, values=values, bounds=bounds, start=start)
+        log_class, log_total = _log_ratio(per_class, weights, values is None)
+        num = torch.logaddexp(num, log_class + shift)
+        den = torch.logaddexp(den, log_total + shift.squeeze(1))
     return num - den[:, None]
 
 
@@ -192,15 +256,112 @@ def knn_log_pmem(
     values: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """log p_mem (N, C) over each query's ``neighbours`` (N, k), similarities recomputed with gradient."""
-    selected = keys[neighbours].float()  # (N, k, d)
-    scores = theta * torch.einsum("nd,nkd->nk", query.float(), selected)
-    weights = scores.softmax(dim=1)
+    return knn_log_pmem_from_scores(
+        _knn_similarities(query, keys, neighbours), neighbours, theta, num_classes, labels=labels, values=values
+    )
+
+
+def _knn_similarities(query: torch.Tensor, keys: torch.Tensor, neighbours: torch.Tensor) -> torch.Tensor:
+    return torch.einsum("nd,nkd->nk", query.float(), keys[neighbours].float())
+
+
+def knn_log_pmem_from_scores(
+    scores: torch.Tensor,
+    neighbours: torch.Tensor,
+    theta: float,
+    num_classes: int,
+    *,
+    labels: torch.Tensor | None = None,
+    values: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """log p_mem (N, C) from the similarities (N, k) of each query to its ``neighbours``."""
+    weights = (theta * scores).softmax(dim=1)
     if labels is not None:
-        p = torch.zeros(query.shape[0], num_classes, device=query.device).scatter_add(1, labels[neighbours], weights)
+        p = torch.zeros(scores.shape[0], num_classes, device=scores.device).scatter_add(1, labels[neighbours], weights)
     else:
         assert values is not None
         p = torch.einsum("nk,nkc->nc", weights, values[neighbours].float())
     return torch.log(p.clamp_min(_TINY))
+
+
+class SimilarityTable:
+    """The similarities of a batch of queries to the keys a cache retrieves, computed once and then scored
+    at any θ without touching the keys again (tuning θ over a grid).
+
+    Continuous retrieval keeps the (N, K) similarities minus each row's maximum, so that exp(θ·s) of any θ
+    stays in range; k-NN retrieval keeps each query's k neighbours and their similarities. Memory is one
+    float per query × key (see :meth:`KeyValueCache.table_rows`). Scoring goes block of rows by block of
+    rows, every θ of a block while the block sits in the CPU's cache; on an evenly spaced grid of θ the
+    weights of one θ are those of the previous θ times exp(Δθ·s), a product instead of an exp.
+    """
+
+    def __init__(self, cache: KeyValueCache, query: torch.Tensor) -> None:
+        self.cache = cache
+        self.neighbours: torch.Tensor | None = None
+        with torch.no_grad():
+            if cache.retrieval == "knn":
+                self.neighbours = cache.neighbours(query)
+                self.scores = _knn_similarities(query, cache.keys, self.neighbours)
+            else:
+                # the same product as continuous_log_pmem's (query in the keys' dtype), without the θ
+                scores = (query.to(cache.keys.dtype) @ cache.keys.T).float()
+                self.scores = scores.sub_(scores.max(dim=1, keepdim=True).values)
+
+    def log_pmem(self, thetas: list[float]) -> torch.Tensor:
+        """log p_mem (T, N, C) at every θ of ``thetas``; equal to :meth:`KeyValueCache.log_pmem` at each θ up
+        to float rounding."""
+        cache, n = self.cache, self.scores.shape[0]
+        out = torch.empty(len(thetas), n, cache.num_classes, device=self.scores.device)
+        with torch.no_grad():
+            if self.neighbours is not None:
+                for t, theta in enumerate(thetas):
+                    out[t] = knn_log_pmem_from_scores(
+                        self.scores, self.neighbours, theta, cache.num_classes, labels=cache.labels, values=cache.values
+                    )
+                return out
+            rows = max(1, BLOCK_FLOATS // self.scores.shape[1])
+            weights = torch.empty(min(rows, n), self.scores.shape[1], device=self.scores.device)
+            ratio = torch.empty_like(weights)
+            order = sorted(range(len(thetas)), key=lambda t: thetas[t])
+            step = _common_step([thetas[t] for t in order])
+            for first in range(0, n, rows):
+                block = self.scores[first : first + rows]
+                w, r = weights[: len(block)], ratio[: len(block)]
+                if step is not None:
+                    _weights(torch.mul(block, step, out=r))
+                chained = REANCHOR
+                for i, t in enumerate(order):
+                    if chained < REANCHOR and step is not None and _same(thetas[t] - thetas[order[i - 1]], step):
+                        # exp(θ'·s) = exp(θ·s)·exp(Δθ·s): on an evenly spaced grid a product replaces the exp
+                        w.mul_(r).clamp_(min=_TINY)
+                        chained += 1
+                    else:
+                        _weights(torch.mul(block, thetas[t], out=w))
+                        chained = 1
+                    per_class = class_sums(
+                        w, cache.num_classes, labels=cache.labels, values=cache.values, bounds=cache.bounds
+                    )
+                    log_class, log_total = _log_ratio(per_class, w, cache.values is None)
+                    out[t, first : first + rows] = log_class - log_total[:, None]
+        return out
+
+
+def _same(a: float, b: float) -> bool:
+    return abs(a - b) <= 1e-9 * max(abs(a), abs(b))
+
+
+def _common_step(thetas: list[float]) -> float | None:
+    """The step between consecutive θ (sorted) that occurs most often, if it occurs twice or more."""
+    steps: list[tuple[float, int]] = []
+    for a, b in pairwise(thetas):
+        for j, (step, count) in enumerate(steps):
+            if _same(b - a, step):
+                steps[j] = (step, count + 1)
+                break
+        else:
+            steps.append((b - a, 1))
+    best = max(steps, key=lambda sc: sc[1], default=(0.0, 0))
+    return best[0] if best[1] >= 2 and best[0] > 0 else None
 
 
 def torch_topk(query: torch.Tensor, keys: torch.Tensor, k: int, chunk: int = 16384) -> torch.Tensor:
@@ -308,15 +469,23 @@ class KeyValueCache(ReadoutDefense):
         self.values: torch.Tensor | None
         self.key_mean: torch.Tensor | None
         self.key_components: torch.Tensor | None
-        self.register_buffer("keys", torch.from_numpy(np.array(self.artifact.keys, dtype=np.float32)), persistent=False)
+        keys = self.artifact.keys
         labels = self.artifact.labels
         values = self.artifact.values
+        if labels is not None:
+            if len(labels) and not 0 <= int(labels.min()) <= int(labels.max()) < self.num_classes:
+                raise InputError(f"cache {path}: labels.npy holds labels outside 0..{self.num_classes - 1}")
+            # The cache is a set: sorted by label, each class is a contiguous run of keys (see class_sums).
+            order = np.argsort(labels, kind="stable")
+            keys, labels = np.asarray(keys)[order], np.asarray(labels)[order]
+        self.register_buffer("keys", torch.from_numpy(np.array(keys, dtype=np.float32)), persistent=False)
         self.register_buffer(
             "labels", None if labels is None else torch.from_numpy(np.array(labels, np.int64)), persistent=False
         )
         self.register_buffer(
             "values", None if values is None else torch.from_numpy(np.array(values, np.float32)), persistent=False
         )
+        self.bounds = None if self.labels is None else label_bounds(self.labels, self.num_classes)
         projection = self.artifact.projection
         self.register_buffer(
             "key_mean", None if projection is None else torch.from_numpy(np.array(projection[0])), persistent=False
@@ -379,11 +548,27 @@ class KeyValueCache(ReadoutDefense):
         theta = self.theta if theta is None else theta
         if self.retrieval == "continuous":
             return continuous_log_pmem(
-                query, self.keys, theta, self.num_classes, labels=self.labels, values=self.values, chunk=self.chunk
+                query,
+                self.keys,
+                theta,
+                self.num_classes,
+                labels=self.labels,
+                values=self.values,
+                chunk=self.chunk,
+                bounds=self.bounds,
             )
         return knn_log_pmem(
             query, self.keys, self.neighbours(query), theta, self.num_classes, labels=self.labels, values=self.values
         )
+
+    def similarity_table(self, query: torch.Tensor) -> SimilarityTable:
+        """The similarities of ``query`` (from :meth:`query`) to the keys, to be scored at many θ."""
+        return SimilarityTable(self, query)
+
+    def table_rows(self) -> int:
+        """How many queries one :class:`SimilarityTable` may hold within ``TABLE_FLOATS``."""
+        width = min(self.k, self.size) if self.retrieval == "knn" else self.size
+        return max(1, TABLE_FLOATS // width)
 
     def neighbours(self, query: torch.Tensor) -> torch.Tensor:
         k = min(self.k, self.size)

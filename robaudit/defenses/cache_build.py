@@ -38,6 +38,17 @@ ProgressHook = Callable[[int, int], None]
 CLUSTER_MODES = ("per-class", "global")
 
 
+def model_meta(model: LoadedModel) -> dict[str, Any]:
+    """The model a cache was built with, as its meta.json records it (checked when the cache is opened)."""
+    return {
+        "name": model.spec.name,
+        "spec": asdict(model.spec),
+        "fingerprint": model.fingerprint,
+        "num_classes": model.num_classes,
+        "preprocessing": model.preprocessing.as_dict(),
+    }
+
+
 def apply_input_defenses(model: LoadedModel, pixels: torch.Tensor) -> torch.Tensor:
     for defense in model.defenses:
         if isinstance(defense, InputDefense):
@@ -222,13 +233,7 @@ def build_cache(
         "dim": int(final_keys.shape[1]),
         "count": int(final_keys.shape[0]),
         "dtype": dtype,
-        "model": {
-            "name": model.spec.name,
-            "spec": asdict(model.spec),
-            "fingerprint": model.fingerprint,
-            "num_classes": model.num_classes,
-            "preprocessing": model.preprocessing.as_dict(),
-        },
+        "model": model_meta(model),
         "input_defenses": describe(model.defenses),
         "input_defense_specs": list(defense_specs or []),
         "data": {

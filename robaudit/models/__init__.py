@@ -104,7 +104,14 @@ class ModelSpec:
 
 
 class Normalized(nn.Module):
-    """``backbone((x - mean) / std)``: the backbone behind a pixel-space interface."""
+    """``backbone((x - mean) / std)``: the backbone behind a pixel-space interface.
+
+    ``autocast_dtype`` and ``channels_last`` (set by :func:`robaudit.models.precision.apply_precision`) run
+    the backbone under autocast and in NHWC layout; the logits are fp32 either way.
+    """
+
+    autocast_dtype: torch.dtype | None = None
+    channels_last: bool = False
 
     def __init__(self, backbone: nn.Module, mean: tuple[float, ...], std: tuple[float, ...]) -> None:
         super().__init__()
@@ -119,7 +126,14 @@ class Normalized(nn.Module):
         self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1))
 
     def forward(self, pixels: torch.Tensor) -> torch.Tensor:
-        return self.backbone((pixels - self.mean) / self.std)
+        x = (pixels - self.mean) / self.std
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        if self.autocast_dtype is None:
+            return self.backbone(x)
+        with torch.autocast(x.device.type, dtype=self.autocast_dtype):
+            logits = self.backbone(x)
+        return logits.float()
 
 
 @dataclass
@@ -138,6 +152,8 @@ class LoadedModel:
     device: torch.device
     provenance: dict[str, Any] = field(default_factory=dict)
     defenses: list[Any] = field(default_factory=list)
+    #: the forward's precision (:mod:`robaudit.models.precision`)
+    precision: str = "fp32"
 
     @property
     def backbone(self) -> nn.Module:
@@ -255,13 +271,21 @@ def _build(name: str, spec: ModelSpec) -> tuple[ModelBuild, str]:
     raise InputError(f"model factory for {name!r} returned {type(built).__name__}, not a ModelBuild or nn.Module")
 
 
-def load_model(spec: ModelSpec, device: str = "auto") -> LoadedModel:
-    """Build, load weights, wrap normalization, freeze, eval mode, move to ``device``."""
+def load_model(spec: ModelSpec, device: str = "auto", *, precision: str = "fp32") -> LoadedModel:
+    """Build, load weights, wrap normalization, freeze, eval mode, move to ``device``, set the ``precision``
+    of the forward (:mod:`robaudit.models.precision`)."""
+    from .precision import apply_precision, check_precision
+
     if spec.num_classes is not None and spec.num_classes < 1:
         raise InputError(f"--num-classes must be >= 1, got {spec.num_classes}")
     if spec.input_size is not None and min(spec.input_size) < 1:
         raise InputError(f"--input-size must be positive C,H,W, got {','.join(map(str, spec.input_size))}")
+    check_precision(precision)
     dev = resolve_device(device)
+    if dev.type == "cuda":
+        # cuDNN tries its algorithms once per input shape and keeps the fastest: a fixed cost paid on the
+        # first batch of a run, then never again (audits keep their batch shapes)
+        torch.backends.cudnn.benchmark = True
     build, origin = _build(spec.name, spec)
     provenance: dict[str, Any] = {"model": spec.name, "resolved_by": origin, "pretrained_from": build.pretrained_from}
     if spec.weights is not None:
@@ -282,7 +306,7 @@ def load_model(spec: ModelSpec, device: str = "auto") -> LoadedModel:
     # gradients (a large saving for iterative attacks).
     module.requires_grad_(False)
     MONITOR.watch(module)
-    return LoadedModel(
+    loaded = LoadedModel(
         spec=spec,
         module=module,
         base=module,
@@ -291,3 +315,4 @@ def load_model(spec: ModelSpec, device: str = "auto") -> LoadedModel:
         device=dev,
         provenance=provenance,
     )
+    return apply_precision(loaded, precision)

@@ -271,12 +271,19 @@ def corruption_generator(seed: int, device: torch.device, *key: int) -> torch.Ge
 
 
 class _Rows:
-    """Accumulates one row per image × condition."""
+    """Accumulates one row per image × condition.
+
+    Predictions, confidences and correctness stay on the model's device until :meth:`columns` fetches them
+    in one transfer: the host never waits for a condition's forward pass, so on a GPU the next corruption is
+    queued while the model still runs (one wait per batch, not one per condition).
+    """
+
+    COLUMNS = ("sample", "corruption", "severity", "noise_sigma", "group", "band")
 
     def __init__(self, labels: torch.Tensor) -> None:
-
         self.labels = labels
-        self.parts: dict[str, list[np.ndarray]] = {name: [] for name in ["sample", *CorruptionsAudit.columns]}
+        self.parts: dict[str, list[np.ndarray]] = {name: [] for name in self.COLUMNS}
+        self.device_parts: dict[str, list[torch.Tensor]] = {"prediction": [], "confidence": [], "correct": []}
 
     def add(
         self,
@@ -291,8 +298,10 @@ class _Rows:
 
         with torch.inference_mode():
             logits = model(images).float()
-        probs = logits.softmax(dim=1)
-        confidence, prediction = probs.max(dim=1)
+            confidence, prediction = logits.softmax(dim=1).max(dim=1)
+        self.device_parts["prediction"].append(prediction)
+        self.device_parts["confidence"].append(confidence)
+        self.device_parts["correct"].append(prediction == self.labels)
         n = len(images)
         values = {
             "sample": np.arange(n),
@@ -301,17 +310,32 @@ class _Rows:
             "noise_sigma": np.full(n, sigma if sigma is not None else None, dtype=object),
             "group": np.array([_group(c) for c in names], dtype=object),
             "band": np.array([_band(c) for c in names], dtype=object),
-            "prediction": prediction.cpu().numpy().astype(np.int64),
-            "confidence": confidence.cpu().numpy(),
-            "correct": (prediction == self.labels).cpu().numpy(),
         }
         for name, value in values.items():
             self.parts[name].append(np.asarray(value))
 
     def columns(self) -> dict[str, np.ndarray]:
         import numpy as np
+        import torch
 
-        return {name: np.concatenate(parts) for name, parts in self.parts.items()}
+        rows = sum(len(p) for p in self.device_parts["prediction"])
+        # one transfer; class indices are exact in float32 (up to 2^24 classes)
+        fetched = (
+            torch.cat(
+                [
+                    torch.cat(self.device_parts["prediction"]).float(),
+                    torch.cat(self.device_parts["confidence"]),
+                    torch.cat(self.device_parts["correct"]).float(),
+                ]
+            )
+            .cpu()
+            .numpy()
+        )
+        out = {name: np.concatenate(parts) for name, parts in self.parts.items()}
+        out["prediction"] = fetched[:rows].astype(np.int64)
+        out["confidence"] = fetched[rows : 2 * rows].astype(np.float32)
+        out["correct"] = fetched[2 * rows : 3 * rows].astype(bool)
+        return out
 
 
 def _group(name: str) -> str | None:
