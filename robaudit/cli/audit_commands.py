@@ -74,7 +74,7 @@ def attack_command(
         str,
         typer.Option(
             "--eps-mode",
-            help="linf | l2 (absolute radii in [0,1] pixels) | rel-l2 "
+            help="linf | l2 | l1 (absolute radii in [0,1] pixels) | rel-l2 "
             "(||d||2 <= eps ||x||2 per image) | range-linf (eps x pixel range).",
             rich_help_panel=ATTACK,
         ),
@@ -129,7 +129,9 @@ def attack_command(
     amp: Annotated[
         bool,
         typer.Option(
-            "--amp", help="bf16 autocast inside the attack (robaudit's pgd; for GPUs).", rich_help_panel=ATTACK
+            "--amp",
+            help="bf16 autocast inside the attack (pgd, autoattack and its members; for GPUs).",
+            rich_help_panel=ATTACK,
         ),
     ] = False,
     save_perturbations: Annotated[
@@ -196,5 +198,5 @@ def with_amp(attack: str) -> str:
 
     name, params = parse_spec(attack, "--attack")
     if "amp" not in parameters_of(plugins.attacks.get(name)):
-        raise InputError(f"--amp needs an attack with bf16 autocast (pgd); {name!r} has none")
+        raise InputError(f"--amp needs an attack with bf16 autocast (pgd, autoattack, apgd-ce...); {name!r} has none")
     return f"{name}:" + ",".join(f"{k}={v}" for k, v in {**params, "amp": "true"}.items())
