@@ -22,7 +22,7 @@ norm); the summary derives success-rate-vs-ε curves from those sizes.
 Gradient masking makes a defense look robust when it only breaks gradients. Unless ``checks`` is off, a
 few images of every batch also get evidence rows (``check`` column): the input-gradient norm of the loss
 (``gradient``), an unbounded L∞ PGD that must reach ~0 % accuracy (``unbounded``), and a gradient-free
-random-noise attack at the largest budget (``gradient-free``; Square for L1, which has no noise attack),
+random-noise attack at the largest budget (``gradient-free``; not in L1, which has no noise attack),
 and, for attacks with reliability checks of their own (AutoAttack), their verdicts on the model
 (``autoattack:randomized-outputs``, ``autoattack:probability-outputs``, ``autoattack:dynamic-defense``:
 ``check_raised`` and the check's ``note``). An ensemble attack (AutoAttack) also leaves one row per member and
@@ -55,12 +55,9 @@ if TYPE_CHECKING:
 THREATS = ("white", "gray", "black")
 EPS_MODES = {"linf": "linf", "range-linf": "linf", "l2": "l2", "rel-l2": "l2", "l1": "l1"}
 PIXEL_RANGE = 1.0
-#: the gradient-free check's attack per norm: random noise, or Square where no noise attack exists (L1)
-GRADIENT_FREE = {
-    "linf": "linf-repeated-uniform-noise",
-    "l2": "l2-repeated-gaussian-noise",
-    "l1": "square:norm=l1,n_queries=1000",
-}
+#: the gradient-free check's random-noise attack per norm (none in L1: there AutoAttack's Square, when it is
+#: in the ensemble, is the gradient-free evidence)
+GRADIENT_FREE = {"linf": "linf-repeated-uniform-noise", "l2": "l2-repeated-gaussian-noise"}
 
 
 def budgets(eps: float, mode: str, images: torch.Tensor) -> torch.Tensor:
@@ -369,6 +366,8 @@ class AttackAudit(Audit):
         )
         for diagnostic in self.attacks[0].diagnose(model, xs, ys):
             out.add_verdict(diagnostic, "white", white, attack=repr(self.attacks[0]), subset=n)
+        if norm not in GRADIENT_FREE:
+            return
         largest = budgets(self.eps[-1], self.params["eps_mode"], xs)
         noise = build_attack(f"{GRADIENT_FREE[norm]}")
         adv, ok = noise.run(model, xs, ys, targets=ts, eps=largest, generator=generator)

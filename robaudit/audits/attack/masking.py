@@ -115,7 +115,9 @@ def _rises(main: pd.DataFrame) -> Part:
             verdict = _differs(float(a["mean"]), int(a["count"]), float(b["mean"]), int(b["count"]))
             compared = compared or verdict is not None
             if verdict:
-                rises.append(f"{threat}/{judge}: {a['mean']:.3f} at eps={e1:g} -> {b['mean']:.3f} at eps={e2:g}")
+                rises.append(
+                    f"{threat}/{judge}: {a['mean']:.3f} at eps={eps_text(e1)} -> {b['mean']:.3f} at eps={eps_text(e2)}"
+                )
     if not compared:
         evaluated = main["eps"].notna().any()
         return ROBAUDIT, None, "a single eps: nothing to compare" if evaluated else "no eps sweep"
@@ -146,7 +148,7 @@ def _weaker(main: pd.DataFrame) -> Part:
             compared = compared or verdict is not None
             if verdict:
                 weaker.append(
-                    f"eps={eps:g}: white-box accuracy {w['correct'].mean():.3f} > {threat}-box "
+                    f"eps={eps_text(eps)}: white-box accuracy {w['correct'].mean():.3f} > {threat}-box "
                     f"{group['correct'].mean():.3f}"
                 )
     if not compared:
@@ -157,7 +159,7 @@ def _weaker(main: pd.DataFrame) -> Part:
 def _noise(rows: pd.DataFrame, main: pd.DataFrame) -> Part:
     noise = _checks(rows, "gradient-free")
     if not len(noise):
-        return ROBAUDIT, None, "not run (checks off or minimal mode)"
+        return ROBAUDIT, None, "not run (checks off, minimal mode, or an L1 budget: no noise attack in L1)"
     eps = noise["eps"].iloc[0]
     gradient = main[
         (main["threat"] == "white")
@@ -171,7 +173,7 @@ def _noise(rows: pd.DataFrame, main: pd.DataFrame) -> Part:
     return (
         ROBAUDIT,
         _differs(p_grad, len(gradient), p_noise, len(noise)),
-        f"at eps={eps:g}: {noise['attack'].iloc[0]} succeeds on {p_noise:.1%}, the gradient attack on "
+        f"at eps={eps_text(eps)}: {noise['attack'].iloc[0]} succeeds on {p_noise:.1%}, the gradient attack on "
         f"{p_grad:.1%} of the same {len(noise)} images",
     )
 
@@ -189,7 +191,8 @@ def _square(rows: pd.DataFrame, main: pd.DataFrame) -> Part | None:
         share = broken / images if images else 0.0
         raised = raised or share > SQUARE_THRESHOLD
         found.append(
-            f"eps={eps:g}: Square broke {broken} of {images} images ({share:.1%}) that the members before it left"
+            f"eps={eps_text(eps)}: Square broke {broken} of {images} images ({share:.1%}) that the members before "
+            "it left"
         )
     return (
         AUTOATTACK,
@@ -366,9 +369,10 @@ def attack_label(spec: str) -> str:
     return MEMBER_NAMES.get(name, spec)
 
 
-def eps_text(eps: float) -> str:
+def eps_text(value: Any) -> str:
     """ε as people write it: a short decimal (``0.03``) as is, else ``k/255`` where it is a whole number of
     8-bit levels (``8/255``, not ``0.0313725``), else the number."""
+    eps = float(value)
     text = f"{eps:g}"
     levels = round(eps * 255)
     if len(text) > 6 and levels > 0 and abs(levels / 255 - eps) < 1e-9:
