@@ -2,7 +2,7 @@
 
 A defense that breaks gradients instead of removing adversarial examples looks robust to gradient attacks
 only (Athalye et al. 2018; the ImageNet cache paper found this for caches keyed on softmax outputs). Each
-flag below is a symptom; every flag carries its evidence and the checks it came from (``sources``), and
+flag below is a symptom; every flag carries its evidence and the checks that evaluated it (``sources``), and
 ``flag = None`` means no evidence for it was collected. robaudit's own checks judge differences against
 sampling noise: two accuracies differ when they are more than two standard errors of their difference
 apart (with a floor of one image), so small runs do not raise false alarms; an empty group can never be
@@ -95,7 +95,7 @@ def _combine(parts: Iterable[Part]) -> dict[str, Any]:
     evaluated = [p for p in parts if p[1] is not None]
     flag = any(bool(p[1]) for p in evaluated) if evaluated else None
     evidence = "; ".join(f"{source}: {text}" if len(parts) > 1 else text for source, _, text in parts)
-    return {"flag": flag, "evidence": evidence, "sources": [source for source, _, _ in evaluated]}
+    return {"flag": flag, "evidence": evidence, "sources": ", ".join(source for source, _, _ in evaluated)}
 
 
 def _white(rows: pd.DataFrame) -> pd.DataFrame:
@@ -191,8 +191,7 @@ def _square(rows: pd.DataFrame, main: pd.DataFrame) -> Part | None:
         share = broken / images if images else 0.0
         raised = raised or share > SQUARE_THRESHOLD
         found.append(
-            f"eps={eps_text(eps)}: Square broke {broken} of {images} images ({share:.1%}) that the members before "
-            "it left"
+            f"eps={eps_text(eps)}: Square broke {broken} of {images} images ({share:.1%}) after the gradient members"
         )
     return (
         AUTOATTACK,
@@ -312,25 +311,30 @@ def _minimal(main: pd.DataFrame) -> list[dict[str, Any]]:
 
 def _members(rows: pd.DataFrame, main: pd.DataFrame) -> list[dict[str, Any]]:
     """Per threat and ε, what each member of an ensemble broke, in the order they ran, and the accuracy left
-    on the attacked model after it (AutoAttack's "robust accuracy after APGD-CE: ..." lines)."""
-    members = _checks(rows, MEMBER_CHECK)
+    on the attacked model after it (AutoAttack's "robust accuracy after APGD-CE: ..." lines). A member that
+    found no image left to attack is listed with 0."""
+    # every judge of a row shares the attacked model's verdict (source_success): count each image once
+    members = _checks(rows, MEMBER_CHECK).drop_duplicates(subset=["threat", "eps", "index", "attack"])
+    if not len(members):
+        return []
+    # each member attacks a subset of the images the one before it attacked, so first appearance is run order
+    order = list(dict.fromkeys(members["attack"]))
     out = []
-    for (threat, eps), group in members.groupby(["threat", "eps"], sort=True):
-        # every judge of a row shares the attacked model's verdict (source_success): count each image once
-        group = group.drop_duplicates(subset=["index", "attack"])
-        images = main[(main["threat"] == threat) & (main["eps"] == eps)]["index"].nunique()
-        order = list(dict.fromkeys(group["attack"]))
-        standing = None
+    for (threat, eps), shown in main[main["eps"].notna()].groupby(["threat", "eps"], sort=True):
+        images = shown["index"].nunique()
+        group = members[(members["threat"] == threat) & (members["eps"] == eps)]
+        standing: int | None = None
         for member in order:
             mine = group[group["attack"] == member]
             broken = int(mine["source_success"].sum())
+            # the first member attacks every image the model got right: what it attacked is what stood
             standing = (len(mine) if standing is None else standing) - broken
             queries = mine["queries"].dropna().astype(float)
             out.append(
                 {
                     "threat": threat,
-                    "eps_mode": str(mine["eps_mode"].iloc[0]),
-                    "eps": float(mine["eps"].iloc[0]),
+                    "eps_mode": str(shown["eps_mode"].iloc[0]),
+                    "eps": float(shown["eps"].iloc[0]),
                     "member": member,
                     "attacked": len(mine),
                     "broken": broken,
