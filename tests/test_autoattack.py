@@ -253,11 +253,11 @@ def attack(cli, out: Path, *args: object):  # type: ignore[no-untyped-def]
 def test_the_citable_figure(cli, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     assert budget_list("8/255, 0.01") == [8 / 255, 0.01]
     summary, rows = attack(
-        cli, tmp_path, *DIGITS, "--limit", 12, "--attack", "autoattack", "--eps", "8/255", "--no-checks"
+        cli, tmp_path, *DIGITS, "--limit", 6, "--attack", "autoattack", "--eps", "8/255", "--no-checks"
     )
     (figure,) = summary["evaluation"]
     (curve,) = summary["curves"]
-    assert figure["figure"].startswith("robust accuracy under AutoAttack (standard), white-box, L∞ ε = 8/255, n = 12: ")
+    assert figure["figure"].startswith("robust accuracy under AutoAttack (standard), white-box, L∞ ε = 8/255, n = 6: ")
     assert f"{curve['accuracy']:.1%} (95 % CI" in figure["figure"]
     assert (rows["linf"] <= 8 / 255 + 1e-6).all() and (rows["eps"] == 8 / 255).all()
 
@@ -286,7 +286,7 @@ def quantized(name, *, pretrained=False, num_classes=None):
 '''
 
 
-def test_gradient_masking_raises_the_references_flags_and_robauditls(cli, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_gradient_masking_raises_the_references_flags_and_robaudits(cli, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     """Input quantization: zero gradients (both checks), Square breaking what APGD cannot (the reference's
     check) and an unbounded attack that fails (robaudit's); the rows say which member broke which image."""
     path = tmp_path / "quantized.py"
@@ -344,3 +344,15 @@ def test_resume_mid_run_gives_the_uninterrupted_rows(tmp_path: Path) -> None:
     whole = run_audit(audit(), spec, tmp_path / "whole")
     a, b = (pq.read_table(r.path).to_pandas().drop(columns=["chunk"]) for r in (resumed, whole))
     assert len(a) and a.equals(b)
+
+
+def test_amp_runs_the_forward_under_bf16_autocast(digits: Digits, cli, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """On the CPU here (bf16 autocast works on both devices); the budget and the verdicts still hold."""
+    x, y, eps = digits.images[:6], digits.labels[:6], torch.full((6,), 0.03)
+    apgd = build_attack("apgd-ce:n_iter=5,amp=true")
+    adv, success = apgd.run(digits.model, x, y, targets=None, eps=eps, generator=torch.Generator())
+    assert (linf(adv, x) <= eps + 1e-6).all() and adv.min() >= 0 and adv.max() <= 1
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        assert torch.equal(success, digits.model(adv).float().argmax(dim=1) != y)
+    _, rows = attack(cli, tmp_path, *DIGITS, "--limit", 4, "--attack", "apgd-ce:n_iter=5", "--amp", "--eps", "0.03")
+    assert set(rows[rows["check"].isna()]["attack"]) == {"apgd-ce(amp=True, n_iter=5, norm='linf')"}
