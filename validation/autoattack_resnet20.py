@@ -4,10 +4,10 @@
    robaudit's PGD-10 and PGD-100 with 5 restarts. AutoAttack must leave at most PGD's accuracy at every ε,
    image by image: an image PGD breaks and AutoAttack leaves correct would be a bug.
 2. Behind the key-value cache (penultimate-layer keys of the 5,085 exact training images; θ = 5, λ = 0.9,
-   and cache-only λ = 1), first 200 test images, ε = 1/255: white-box (the attack sees the cache) and
-   gray-box (examples made on the backbone, judged by the cached model), PGD-50 with 2 restarts and
-   AutoAttack (standard), with the gradient-masking checks. The cache's robustness is the per-image worst
-   case over every attack and threat model.
+   cache-only θ = 5, λ = 1, and the defaults θ = 50, λ = 0.5), first 200 test images, ε = 1/255: white-box
+   (the attack sees the cache) and gray-box (examples made on the backbone, judged by the cached model),
+   PGD-50 with 2 restarts and AutoAttack (standard), with the gradient-masking checks. The cache's
+   robustness is the per-image worst case over every attack and threat model.
 
 Fewer images behind the cache: there AutoAttack's later members (APGD-T, FAB-T, 5,000 Square queries) run on
 every image the gradient attacks cannot break, which costs minutes per image on two shared CPU cores.
@@ -39,7 +39,11 @@ from robaudit.runner import RunSpec, run_audit
 
 EPS = [1 / 255, 2 / 255, 4 / 255]
 ATTACKS = {"PGD-10": "pgd:steps=10", "AutoAttack": "autoattack", "PGD-100 x 5": "pgd:steps=100,restarts=5"}
-CACHES = {"cache (θ=5, λ=0.9)": "theta=5,lam=0.9", "cache-only (θ=5, λ=1)": "theta=5,lam=1"}
+CACHES = {
+    "cache (θ=5, λ=0.9)": "theta=5,lam=0.9",
+    "cache-only (θ=5, λ=1)": "theta=5,lam=1",
+    "cache (θ=50, λ=0.5: defaults)": "theta=50,lam=0.5",
+}
 CACHE_ATTACKS = {"PGD-50 x 2": "pgd:steps=50,restarts=2", "AutoAttack": "autoattack"}
 
 
