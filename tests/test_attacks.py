@@ -31,6 +31,13 @@ PARAMS = {
     "salt-and-pepper": "steps=50",
     "linf-pgd": "steps=10",
     "l2-pgd": "steps=10",
+    # AutoAttack's members with less work than the standard version (its fixed settings run in test_autoattack)
+    "autoattack": "version=custom,attacks=apgd-ce+apgd-t+fab-t+square,n_iter=10,n_target_classes=2,n_queries=100",
+    "apgd-ce": "n_iter=10",
+    "apgd-dlr": "n_iter=10",
+    "apgd-t": "n_iter=10,n_target_classes=2",
+    "fab-t": "n_iter=10,n_target_classes=2",
+    "square": "n_queries=100",
 }
 # Slow per image (a noise search for a starting point, numba optimizer): run on the first 8 images only.
 FEW_IMAGES = {"boundary", "l2-bb", "linf-bb"}

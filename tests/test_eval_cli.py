@@ -109,7 +109,7 @@ def test_ctrl_c_keeps_chunks_and_says_how_to_resume(tiny_models: Path, tmp_path:
     args = [str(a) for a in eval_args(f"{tiny_models}:tiny", tmp_path)]
     proc = subprocess.Popen(
         [sys.executable, "-m", "robaudit", *args],
-        env={**os.environ, "TINY_SLOW": "0.05"},
+        env={**os.environ, "TINY_SLOW": "0.1"},
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
         text=True,

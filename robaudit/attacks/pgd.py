@@ -25,7 +25,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import InputError
-from .base import NORMS, Attack, is_success
+from .base import Attack, is_success
+
+#: robaudit's PGD steps and projects in these norms (L1 needs a sparse step; AutoAttack's APGD has one)
+PGD_NORMS = ("linf", "l2")
 
 
 def _flat_norm(x: torch.Tensor) -> torch.Tensor:
@@ -50,8 +53,8 @@ class PGD(Attack):
         amp: bool = False,
         compile: bool = False,
     ) -> None:
-        if norm not in NORMS:
-            raise InputError(f"pgd norm must be one of {', '.join(NORMS)}, got {norm!r}")
+        if norm not in PGD_NORMS:
+            raise InputError(f"pgd norm must be one of {', '.join(PGD_NORMS)}, got {norm!r}")
         if not isinstance(steps, int) or steps < 1:
             raise InputError(f"pgd steps must be a positive integer, got {steps!r}")
         if not isinstance(restarts, int) or restarts < 1:

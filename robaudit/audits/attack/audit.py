@@ -8,7 +8,7 @@ Threat models (``threats``):
 * ``black``: the attack sees a different model (``surrogate``); both the defended model and the backbone
   judge the examples.
 
-Budgets (``eps_mode``), always in [0, 1] pixel units: ``linf`` and ``l2`` are absolute radii; ``rel-l2``
+Budgets (``eps_mode``), always in [0, 1] pixel units: ``linf``, ``l2`` and ``l1`` are absolute radii; ``rel-l2``
 is the per-image budget ‖δ‖₂ ≤ ε‖x‖₂ that the cache papers' text describes; ``range-linf`` is an L∞ radius
 of ε × the pixel range, which is what their reference code ran (with pixels in [0, 1] the range is 1, so it
 equals ``linf`` numerically; the name records the protocol). An attack that fails on the model it attacks
@@ -22,7 +22,12 @@ norm); the summary derives success-rate-vs-ε curves from those sizes.
 Gradient masking makes a defense look robust when it only breaks gradients. Unless ``checks`` is off, a
 few images of every batch also get evidence rows (``check`` column): the input-gradient norm of the loss
 (``gradient``), an unbounded L∞ PGD that must reach ~0 % accuracy (``unbounded``), and a gradient-free
-random-noise attack at the largest budget (``gradient-free``). :mod:`.masking` turns all rows into flags.
+random-noise attack at the largest budget (``gradient-free``; not in L1, which has no noise attack),
+and, for attacks with reliability checks of their own (AutoAttack), their verdicts on the model
+(``autoattack:randomized-outputs``, ``autoattack:probability-outputs``, ``autoattack:dynamic-defense``:
+``check_raised`` and the check's ``note``). An ensemble attack (AutoAttack) also leaves one row per member and
+image it attacked (``check`` = ``member``, ``attack`` = the member, ``queries`` for Square) and the verdict of
+its zero-gradient check (``autoattack:zero-gradients``). :mod:`.masking` turns all rows into flags.
 """
 
 from __future__ import annotations
@@ -35,13 +40,14 @@ from ...errors import InputError
 from ..base import Audit, AuditBatch, Export
 from ..options import Option, budget_list, names
 from . import report
+from .masking import MEMBER_CHECK, VERDICT_PREFIX
 
 if TYPE_CHECKING:
     import numpy as np
     import pandas as pd
     import torch
 
-    from ...attacks.base import Attack
+    from ...attacks.base import Attack, AttackOutcome, Diagnostic
     from ...models import LoadedModel
     from ...reports.content import ExamplePerturbation, FigureSpec, Table
     from ...reports.folder import Report
@@ -49,8 +55,10 @@ if TYPE_CHECKING:
     from ...runner import RunSpec
 
 THREATS = ("white", "gray", "black")
-EPS_MODES = {"linf": "linf", "range-linf": "linf", "l2": "l2", "rel-l2": "l2"}
+EPS_MODES = {"linf": "linf", "range-linf": "linf", "l2": "l2", "rel-l2": "l2", "l1": "l1"}
 PIXEL_RANGE = 1.0
+#: the gradient-free check's random-noise attack per norm (none in L1: there AutoAttack's Square, when it is
+#: in the ensemble, is the gradient-free evidence)
 GRADIENT_FREE = {"linf": "linf-repeated-uniform-noise", "l2": "l2-repeated-gaussian-noise"}
 
 
@@ -70,6 +78,7 @@ def perturbation_sizes(adversarials: torch.Tensor, images: torch.Tensor) -> dict
     return {
         "l2": l2.cpu().numpy(),
         "linf": delta.abs().amax(dim=1).cpu().numpy(),
+        "l1": delta.abs().sum(dim=1).cpu().numpy(),
         "rel_l2": (l2 / images.flatten(1).norm(dim=1).clamp_min(1e-12)).cpu().numpy(),
     }
 
@@ -139,7 +148,13 @@ class AttackAudit(Audit):
         "l2": "float32",
         "linf": "float32",
         "rel_l2": "float32",
+        "l1": "float32",
         "grad_norm": "float32",
+        # model queries per image (Square, on its own or as an AutoAttack member)
+        "queries": "int64",
+        # verdict and message of an attack's own reliability check (autoattack:* check rows)
+        "check_raised": "bool",
+        "note": "string",
         # the judged perturbation x_adv - x as float16 (C, H, W), with keep_perturbations only
         "perturbation": "list<float16>",
         "perturbation_shape": "list<int32>",
@@ -158,7 +173,7 @@ class AttackAudit(Audit):
         ),
         Option(
             "eps_mode",
-            "linf | l2 (absolute radii in [0,1] pixels) | rel-l2 (||d||2 <= eps ||x||2 per image) | "
+            "linf | l2 | l1 (absolute radii in [0,1] pixels) | rel-l2 (||d||2 <= eps ||x||2 per image) | "
             "range-linf (eps x pixel range).",
             default="linf",
         ),
@@ -190,7 +205,12 @@ class AttackAudit(Audit):
             negatable=True,
         ),
         Option("check_samples", "Images per batch for the masking checks.", default=8, type=int),
-        Option("amp", "bf16 autocast inside the attack (robaudit's pgd; for GPUs).", default=False, type=bool),
+        Option(
+            "amp",
+            "bf16 autocast inside the attack (pgd, autoattack and its members; for GPUs).",
+            default=False,
+            type=bool,
+        ),
         Option(
             "save_perturbations",
             "Keep every perturbation (float16) in the report and export them to this .npz (for spectra).",
@@ -266,9 +286,11 @@ class AttackAudit(Audit):
             if any(not math.isfinite(e) or e < 0 for e in eps):
                 raise InputError(f"--eps values must be finite and >= 0, got {eps}")
             if EPS_MODES[eps_mode] != primary.norm:
+                wanted = EPS_MODES[eps_mode]
+                example = "autoattack:norm=l1" if wanted == "l1" else f"pgd:norm={wanted}"
                 raise InputError(
                     f"{primary!r} measures {primary.norm}; --eps-mode {eps_mode} needs an "
-                    f"{EPS_MODES[eps_mode]} attack (e.g. pgd:norm={EPS_MODES[eps_mode]})"
+                    f"{wanted} attack (e.g. {example})"
                 )
         untargetable = [repr(a) for a in self.attacks if not getattr(a, "targeted", True)]
         if targeted and untargetable:
@@ -338,6 +360,8 @@ class AttackAudit(Audit):
                 )
         if self.params["targeted"] and model.num_classes < 2:
             raise InputError("--targeted needs at least 2 classes")
+        for attack in self.attacks:
+            attack.check_classes(model.num_classes)
 
     # -- rows --------------------------------------------------------------------------------------------------
     def run_batch(self, model: LoadedModel, batch: AuditBatch) -> dict[str, np.ndarray]:
@@ -375,23 +399,58 @@ class AttackAudit(Audit):
                 continue
             for eps in self.eps:
                 eps_abs = budgets(eps, self.params["eps_mode"], x)
-                adv, ok = self.attacks[0].run(models[source], x, y, targets=targets, eps=eps_abs, generator=generator)
+                outcome = self.attacks[0].run_detailed(
+                    models[source], x, y, targets=targets, eps=eps_abs, generator=generator
+                )
+                self._add_outcome(out, outcome, threat, source, judges, models, x, eps, eps_abs)
+        if self.params["checks"] and not self.params["minimal"]:
+            self._checks(out, models, defended, x, y, targets, generator)
+        return out.columns()
+
+    def _add_outcome(
+        self,
+        out: _Rows,
+        outcome: AttackOutcome,
+        threat: str,
+        source: str,
+        judges: list[str],
+        models: dict[str, torch.nn.Module],
+        x: torch.Tensor,
+        eps: float,
+        eps_abs: torch.Tensor,
+    ) -> None:
+        """The attack's rows; for an ensemble, a row per member and image it attacked; its checks' verdicts."""
+        budget = {"eps_mode": self.params["eps_mode"], "eps": eps, "eps_abs": eps_abs}
+        out.add(
+            threat,
+            source,
+            judges,
+            models,
+            x,
+            outcome.adversarials,
+            outcome.success,
+            attack=repr(self.attacks[0]),
+            queries=outcome.queries,
+            **budget,
+        )
+        if len(outcome.members) > 1:  # a single member's rows are the attack's own
+            for member in outcome.members:
                 out.add(
                     threat,
                     source,
                     judges,
                     models,
                     x,
-                    adv,
-                    ok,
-                    attack=repr(self.attacks[0]),
-                    eps_mode=self.params["eps_mode"],
-                    eps=eps,
-                    eps_abs=eps_abs,
+                    member.adversarials,
+                    member.success,
+                    attack=member.name,
+                    check=MEMBER_CHECK,
+                    mask=member.attacked,
+                    queries=member.queries,
+                    **budget,
                 )
-        if self.params["checks"] and not self.params["minimal"]:
-            self._checks(out, models, defended, x, y, targets, generator)
-        return out.columns()
+        for diagnostic in outcome.diagnostics:
+            out.add_verdict(diagnostic, threat, source, attack=repr(self.attacks[0]), **budget)
 
     def _ensemble_repr(self) -> str:
         return " | ".join(repr(a) for a in self.attacks)
@@ -452,6 +511,10 @@ class AttackAudit(Audit):
             check="unbounded",
             subset=n,
         )
+        for diagnostic in self.attacks[0].diagnose(model, xs, ys):
+            out.add_verdict(diagnostic, "white", white, attack=repr(self.attacks[0]), subset=n)
+        if norm not in GRADIENT_FREE:
+            return
         largest = budgets(self.eps[-1], self.params["eps_mode"], xs)
         noise = build_attack(f"{GRADIENT_FREE[norm]}")
         adv, ok = noise.run(model, xs, ys, targets=ts, eps=largest, generator=generator)
@@ -549,28 +612,39 @@ class _Rows:
         eps_abs: torch.Tensor | None,
         check: str | None = None,
         subset: int | None = None,
+        mask: torch.Tensor | None = None,
+        queries: torch.Tensor | None = None,
     ) -> None:
+        """Rows of the first ``subset`` images (all by default), of those ``mask`` selects, per judge."""
         import numpy as np
         import torch
 
         from ...attacks.base import is_success
 
         n = subset or self.n
-        labels = self.labels[:n]
-        targets = self.targets[:n] if self.targets is not None else None
+        keep = mask.nonzero().squeeze(1) if mask is not None else torch.arange(n, device=images.device)
+        if len(keep) == 0:
+            return
+        labels, images, adversarials = self.labels[:n][keep], images[keep], adversarials[keep]
+        source_success = source_success[keep]
+        targets = self.targets[:n][keep] if self.targets is not None else None
+        sample = keep.cpu().numpy()
         # A failed attack keeps the clean image: transfer rows never judge a failed perturbation.
         kept = torch.where(source_success.view(-1, 1, 1, 1), adversarials, images)
         sizes = perturbation_sizes(kept, images)
         stored: dict[str, Any] = {}
         if self.keep_perturbations and check is None:
             delta = (kept - images).detach().half().cpu().numpy()
-            stored = {"perturbation": [d.ravel() for d in delta], "perturbation_shape": [list(delta.shape[1:])] * n}
+            stored = {
+                "perturbation": [d.ravel() for d in delta],
+                "perturbation_shape": [list(delta.shape[1:])] * len(keep),
+            }
         for judge in judges:
             with torch.no_grad():
                 logits = models[judge](kept)
             predictions = logits.argmax(dim=1)
             self._append(
-                sample=np.arange(n),
+                sample=sample,
                 defense=self.describe[judge],
                 threat=threat,
                 made_by=source,
@@ -579,16 +653,50 @@ class _Rows:
                 check=check,
                 eps_mode=eps_mode,
                 eps=eps,
-                eps_abs=eps_abs.float().cpu().numpy() if eps_abs is not None else None,
+                eps_abs=eps_abs[keep].float().cpu().numpy() if eps_abs is not None else None,
                 target=targets.cpu().numpy() if targets is not None else None,
-                clean_prediction=self.clean[judge][:n].cpu().numpy(),
+                clean_prediction=self.clean[judge][:n][keep].cpu().numpy(),
                 adv_prediction=predictions.cpu().numpy(),
                 source_success=source_success.cpu().numpy(),
                 success=is_success(logits, labels, targets).cpu().numpy(),
                 correct=(predictions == labels).cpu().numpy(),
+                queries=queries[keep].cpu().numpy() if queries is not None else None,
                 **sizes,
                 **stored,
             )
+
+    def add_verdict(
+        self,
+        diagnostic: Diagnostic,
+        threat: str,
+        model: str,
+        *,
+        attack: str,
+        subset: int | None = None,
+        eps_mode: str | None = None,
+        eps: float | None = None,
+        eps_abs: torch.Tensor | None = None,
+    ) -> None:
+        """One row per image the check looked at, with the check's verdict (``check_raised``) and message."""
+        n = subset or self.n
+        keep = diagnostic.scope[:n].nonzero().squeeze(1)
+        if len(keep) == 0:
+            return
+        self._append(
+            sample=keep.cpu().numpy(),
+            defense=self.describe[model],
+            threat=threat,
+            made_by=model,
+            judged_by=model,
+            attack=attack,
+            check=VERDICT_PREFIX + diagnostic.name,
+            eps_mode=eps_mode,
+            eps=eps,
+            eps_abs=eps_abs[:n][keep].float().cpu().numpy() if eps_abs is not None else None,
+            clean_prediction=self.clean[model][:n][keep].cpu().numpy(),
+            check_raised=diagnostic.raised,
+            note=diagnostic.note,
+        )
 
     def add_check(self, check: str, judge: str, images: torch.Tensor, *, grad_norm: torch.Tensor) -> None:
         import numpy as np
@@ -613,6 +721,7 @@ class _Rows:
         "attack",
         "check",
         "eps_mode",
+        "note",
         "perturbation",
         "perturbation_shape",
     )
@@ -638,5 +747,5 @@ def with_amp(attack: str) -> str:
 
     name, params = parse_spec(attack, "--attack")
     if "amp" not in parameters_of(plugins.attacks.get(name)):
-        raise InputError(f"--amp needs an attack with bf16 autocast (pgd); {name!r} has none")
+        raise InputError(f"--amp needs an attack with bf16 autocast (pgd, autoattack, apgd-ce...); {name!r} has none")
     return f"{name}:" + ",".join(f"{k}={v}" for k, v in {**params, "amp": "true"}.items())

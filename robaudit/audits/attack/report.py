@@ -136,6 +136,28 @@ def tables(summary: dict[str, Any], meta: dict[str, Any]) -> list[Table]:
                 ],
             )
         )
+    if s.get("evaluation"):
+        out.append(Table("The figure to cite", ["evaluation"], [[e["figure"]] for e in s["evaluation"]]))
+    if s.get("members"):
+        out.append(
+            Table(
+                "Ensemble members, in the order they ran",
+                ["threat", "ε mode", "ε", "member", "attacked", "broken", "accuracy after", "median queries"],
+                [
+                    [
+                        str(m["threat"]),
+                        str(m["eps_mode"]),
+                        num(m["eps"], 4),
+                        str(m["member"]),
+                        text(m["attacked"]),
+                        text(m["broken"]),
+                        pct(m["accuracy_after"]),
+                        num(m.get("median_queries")),
+                    ]
+                    for m in s["members"]
+                ],
+            )
+        )
     if s.get("minimal"):
         out.append(
             Table(
