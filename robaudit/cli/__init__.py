@@ -26,6 +26,7 @@ from .hybrid import hybrid_command
 from .jacobian import jacobian_command
 from .run import run_command
 from .spectrum import spectrum_command
+from .train import train_command
 
 app = typer.Typer(
     name="robaudit",
@@ -84,6 +85,7 @@ app.add_typer(corruptions.app, name="corruptions")
 app.command("gate")(gate_command)
 app.command("demo")(demo.demo_command)
 app.command("run")(run_command)
+app.command("train")(train_command)
 app.command("plugins")(listing.plugins_command)
 app.command("models")(listing.models_command)
 app.command("defenses")(listing.defenses_command)

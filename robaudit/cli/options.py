@@ -190,8 +190,12 @@ def data_spec(options: dict[str, Any]) -> DataSpec:
 
 
 def run_spec(options: dict[str, Any]) -> RunSpec:
-    """The RunSpec of a command's shared model, data and run options, taken from its parameters by name."""
+    """The RunSpec of a command's shared model, data and run options, taken from its parameters by name.
+
+    Weights written by ``robaudit train`` come with a card: its defenses and class count stand in for
+    ``--defense`` and ``--num-classes`` when those are not given (``--defense none``: no defense)."""
     from ..runner import RunSpec
+    from ..training.card import defenses_for_weights, num_classes_for_weights
 
     return RunSpec(
         model=model_spec(
@@ -199,13 +203,13 @@ def run_spec(options: dict[str, Any]) -> RunSpec:
             pretrained=options["pretrained"],
             weights=options["weights"],
             trust_checkpoint=options["trust_checkpoint"],
-            num_classes=options["num_classes"],
+            num_classes=num_classes_for_weights(options["weights"], options["num_classes"]),
             mean=options["mean"],
             std=options["std"],
             input_size=options["input_size"],
         ),
         data=data_spec(options),
-        defenses=tuple(options["defense"] or ()),
+        defenses=defenses_for_weights(options["weights"], tuple(options["defense"] or ())),
         seed=options["seed"],
         chunk_size=options["chunk_size"],
         batch_size=options["batch_size"],
