@@ -24,6 +24,7 @@ from .fourier_map import fourier_map_command
 from .gate import gate_command
 from .hybrid import hybrid_command
 from .jacobian import jacobian_command
+from .rsa import rsa_command
 from .run import run_command
 from .spectrum import spectrum_command
 from .train import train_command
@@ -80,6 +81,7 @@ app.command("attack")(audit_commands.attack_command)
 app.command("jacobian")(jacobian_command)
 app.command("hybrid")(hybrid_command)
 app.command("fourier-map")(fourier_map_command)
+app.command("rsa")(rsa_command)
 app.command("spectrum")(spectrum_command)
 app.add_typer(corruptions.app, name="corruptions")
 app.command("gate")(gate_command)

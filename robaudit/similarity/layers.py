@@ -77,7 +77,7 @@ def resolve_layers(backbone: nn.Module, text: str | list[str] | tuple[str, ...])
 
 
 class LayerCapture:
-    """``with LayerCapture(backbone, layers) as captured: model(x)`` -> ``captured[layer]`` (N, D) activations."""
+    """``with LayerCapture(backbone, layers) as captured: model(x)`` -> ``captured[layer]``, (N, D) activations."""
 
     def __init__(self, backbone: nn.Module, layers: list[str]) -> None:
         modules = dict(backbone.named_modules())
@@ -91,7 +91,7 @@ class LayerCapture:
             tensor = output[0] if isinstance(output, (tuple, list)) else output
             if not isinstance(tensor, torch.Tensor):
                 raise RunError(f"layer {name!r} returned {type(tensor).__name__}, not a tensor")
-            self.activations[name] = tensor.flatten(1)
+            self.activations[name] = tensor
 
         return hook
 
@@ -107,8 +107,13 @@ class LayerCapture:
             handle.remove()
         self._handles = []
 
-    def __getitem__(self, layer: str) -> torch.Tensor:
+    def raw(self, layer: str) -> torch.Tensor:
+        """The layer's output as it came, e.g. (N, C, H, W)."""
         try:
             return self.activations[layer]
         except KeyError:
             raise RunError(f"layer {layer!r} did not run during the forward pass") from None
+
+    def __getitem__(self, layer: str) -> torch.Tensor:
+        """The layer's output flattened to one vector per image, (N, D)."""
+        return self.raw(layer).flatten(1)

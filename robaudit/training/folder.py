@@ -41,6 +41,10 @@ def open_run(out: Path, identity: dict[str, Any], *, resume: bool, overwrite: bo
         raise InputError(f"--out {out} is a file, not a folder")
     if not path.is_file():
         return None
+    if resume or overwrite:
+        # files a killed run was writing (renamed into place only when complete) are of no use to anyone
+        for stale in [*out.glob(".*.tmp"), *(out / CHECKPOINTS).glob(".*.tmp")]:
+            stale.unlink()
     if overwrite:
         path.unlink()
         (out / WEIGHTS_NAME).unlink(missing_ok=True)
