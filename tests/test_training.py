@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import os
@@ -257,7 +258,7 @@ def test_learning_rate_warms_up_then_follows_a_cosine() -> None:
     assert schedule[:4] == pytest.approx([0.025, 0.05, 0.075, 0.1])
     assert schedule[4] == pytest.approx(0.1)
     assert schedule[9] == pytest.approx(0.01 + 0.09 * 0.5 * (1 + math.cos(math.pi * 0.5)))
-    assert all(a >= b for a, b in zip(schedule[4:], schedule[5:], strict=False))
+    assert all(a >= b for a, b in itertools.pairwise(schedule[4:]))
     assert learning_rate(14, base=0.1, minimum=0.01, warmup_steps=4, total_steps=14) == pytest.approx(0.01)
 
 

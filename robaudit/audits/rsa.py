@@ -322,15 +322,14 @@ def rsa_figure(rows: pd.DataFrame, metadata: dict[str, Any], max_images: int = 1
     order = np.argsort(matrices.labels, kind="stable")
     if len(order) > max_images:
         order = order[np.round(np.linspace(0, len(order) - 1, max_images)).astype(int)]
-    panels = [(f"target: {matrices.target_name}", matrices.target, None)]
+    panels: list[tuple[str, np.ndarray, float | None]] = [(f"target: {matrices.target_name}", matrices.target, None)]
     for layer, (similarity, _) in matrices.layers.items():
-        rho = spearman(upper_triangle(similarity), upper_triangle(matrices.target))
-        panels.append((layer, similarity, rho))
+        panels.append((layer, similarity, spearman(upper_triangle(similarity), upper_triangle(matrices.target))))
     fig, axes = new_figure(2.6 * len(panels) + 0.6, 3.0, ncols=len(panels))
     image = None
-    for ax, (title, matrix, rho) in zip(axes, panels, strict=True):
+    for ax, (title, matrix, correlation) in zip(axes, panels, strict=True):
         image = ax.imshow(matrix[np.ix_(order, order)], cmap="RdBu_r", vmin=-1, vmax=1, interpolation="nearest")
-        ax.set_title(title if rho is None else f"{title}\nSpearman {rho:.3f}", fontsize=8)
+        ax.set_title(title if correlation is None else f"{title}\nSpearman {correlation:.3f}", fontsize=8)
         ax.set_xticks([])
         ax.set_yticks([])
     if image is not None:
