@@ -296,3 +296,16 @@ def test_epoch_order_depends_on_seed_and_epoch_only() -> None:
     assert not np.array_equal(epoch_order(50, 0, 2), epoch_order(50, 0, 3))
     assert not np.array_equal(epoch_order(50, 0, 2), epoch_order(50, 1, 2))
     assert sorted(epoch_order(50, 0, 2).tolist()) == list(range(50))
+
+
+def test_train_suite_is_built_in_and_checks(cli, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    printed = cli("run", "--example", "train")
+    assert printed.code == 0 and 'command = "train"' in printed.out
+    unknown = cli("run", "--example", "trian")
+    assert unknown.code == 2 and "did you mean 'train'" in unknown.err
+    planned = cli("run", "train", "--dry-run", "-o", tmp_path / "suite", "--json")
+    assert planned.code == 0, planned.err
+    steps = {s["id"]: s["argv"] for s in json.loads(planned.out)["steps"]}
+    assert steps["blur/train"][:2] == ["robaudit", "train"] and "blur:sigma=1.5" in steps["blur/train"]
+    assert "{steps.train.weights}" in steps["blur/attack"] and "--minimal" in steps["blur/attack"]
+    assert "--defense" not in steps["standard/train"]
