@@ -309,3 +309,41 @@ def test_train_suite_is_built_in_and_checks(cli, tmp_path: Path) -> None:  # typ
     assert steps["blur/train"][:2] == ["robaudit", "train"] and "blur:sigma=1.5" in steps["blur/train"]
     assert "{steps.train.weights}" in steps["blur/attack"] and "--minimal" in steps["blur/attack"]
     assert "--defense" not in steps["standard/train"]
+
+
+def test_adversarial_regularizer_attacks_within_the_budget_in_eval_mode() -> None:
+    from robaudit.training.adversarial import AdversarialTraining
+    from robaudit.training.regularizer import TrainStep
+
+    seen: list[bool] = []
+
+    class Probe(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 8 * 8, 4))
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            seen.append(self.training)
+            return self.net(x)
+
+    model = Probe().train()
+    images, labels = torch.rand(6, 3, 8, 8), torch.arange(6) % 4
+    step = TrainStep(model, model, images, labels, 1, 0, lambda: torch.autocast("cpu", enabled=False))
+    replace = AdversarialTraining(eps="8/255", steps=3)
+    assert replace.replaces_task_images and replace.eps == pytest.approx(8 / 255)
+    replace.start_epoch(1, 0)
+    adversarial = replace.task_images(step)
+    assert adversarial is not None and replace.term(step) is None
+    assert float((adversarial - images).abs().max()) <= 8 / 255 + 1e-6 and not torch.equal(adversarial, images)
+    assert seen and not any(seen) and model.training  # attacked in eval mode, back in train mode after
+    replace.start_epoch(1, 0)
+    assert torch.equal(replace.task_images(step), adversarial)  # the epoch's seed fixes the random start
+    mixed = AdversarialTraining(eps=0.05, steps=2, mode="add", weight=0.5)
+    mixed.start_epoch(1, 0)
+    assert mixed.task_images(step) is None and mixed.weight == 0.5
+    term = mixed.term(step)
+    assert term is not None and term.requires_grad
+    with pytest.raises(InputError, match="weight applies to mode=add"):
+        AdversarialTraining(eps=0.1, weight=2.0)
+    with pytest.raises(InputError, match="has no parameter 'steps'"):
+        AdversarialTraining(eps=0.1, attack="fgsm", steps=3)

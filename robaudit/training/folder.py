@@ -32,13 +32,27 @@ def differences(old: Any, new: Any, prefix: str = "") -> list[str]:
     return []
 
 
-def open_run(out: Path, identity: dict[str, Any], *, resume: bool, overwrite: bool) -> dict[str, Any] | None:
-    """The existing card to continue from (``resume`` of the same run), or None for a fresh start."""
+def check_folder(out: Path, *, resume: bool, overwrite: bool) -> None:
+    """The checks that need no model or data, made before anything is loaded: a folder holding a run needs
+    ``--resume`` or ``--overwrite``, and not both."""
     if resume and overwrite:
         raise InputError("choose one of --resume and --overwrite")
-    path = out / CARD_NAME
     if out.exists() and not out.is_dir():
         raise InputError(f"--out {out} is a file, not a folder")
+    path = out / CARD_NAME
+    if path.is_file() and not (resume or overwrite):
+        card = read_card(path)
+        raise InputError(
+            f"{out} already holds a training run ({card.get('status')}, {len(card.get('epochs', []))} of "
+            f"{card.get('options', {}).get('epochs')} epochs); pass --resume to continue it "
+            "or --overwrite to start over"
+        )
+
+
+def open_run(out: Path, identity: dict[str, Any], *, resume: bool, overwrite: bool) -> dict[str, Any] | None:
+    """The existing card to continue from (``resume`` of the same run), or None for a fresh start."""
+    check_folder(out, resume=resume, overwrite=overwrite)
+    path = out / CARD_NAME
     if not path.is_file():
         return None
     if resume or overwrite:
@@ -52,13 +66,6 @@ def open_run(out: Path, identity: dict[str, Any], *, resume: bool, overwrite: bo
             old.unlink()
         return None
     card = read_card(path)
-    done = len(card.get("epochs", []))
-    if not resume:
-        raise InputError(
-            f"{out} already holds a training run ({card.get('status')}, {done} of "
-            f"{card.get('options', {}).get('epochs')} epochs); pass --resume to continue it "
-            "or --overwrite to start over"
-        )
     changed = differences(json.loads(_canonical(card.get("identity"))), json.loads(_canonical(identity)))
     if changed:
         raise InputError(

@@ -43,7 +43,7 @@ from .checkpoint import load_checkpoint, prune_checkpoints, save_checkpoint, sav
 from .config import TrainConfig
 from .data import Split, check_held_out, derived_seed, epoch_loader, load_split, steps_per_epoch
 from .evaluate import evaluate
-from .folder import open_run
+from .folder import check_folder, open_run
 from .model import Trainable, trainable_model
 from .optim import build_optimizer, learning_rate
 from .regularizer import Regularizer, TrainContext, TrainStep, build_regularizers
@@ -319,6 +319,7 @@ def train(
     config: TrainConfig, *, resume: bool = False, overwrite: bool = False, progress: Progress | None = None
 ) -> TrainResult:
     """Train as ``config`` says into ``config.out`` (see the module docstring)."""
+    check_folder(config.out, resume=resume, overwrite=overwrite)
     return Run(config).run(resume=resume, overwrite=overwrite, progress=progress)
 
 
