@@ -178,7 +178,8 @@ class Run:
             "epochs": [],
             "started_at": _now(),
             "updated_at": _now(),
-            "environment": environment(self.device),
+            # versions, device, host, git revisions (the card keeps its own times)
+            "environment": {k: v for k, v in environment(self.device).items() if k != "finished_at"},
         }
 
     # -- training -----------------------------------------------------------------------------------------
