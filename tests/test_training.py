@@ -6,6 +6,7 @@ import itertools
 import json
 import math
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -285,7 +286,7 @@ def test_config_checks_values() -> None:
         ({"min_lr": 1.0}, "--min-lr must lie in [0, --lr = 0.1]"),
         ({"grayscale": True, "defenses": ("grayscale",)}, "--grayscale puts the grayscale defense in front already"),
     ):
-        with pytest.raises(InputError, match=message.replace("[", r"\[").replace("]", r"\]").replace("(", r"\(")):
+        with pytest.raises(InputError, match=re.escape(message)):
             TrainConfig(**base, **bad)
 
 
