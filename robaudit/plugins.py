@@ -1,6 +1,6 @@
 """Plugins: the entry-point groups, loose plugin files, and the switch that turns third-party ones off.
 
-robaudit's own models, data sources and audits are declared as entry points of the ``robaudit``
+robaudit's own models, data sources, audits and training regularizers are declared as entry points of the ``robaudit``
 distribution and so are found the same way as any plugin's. Entry-point metadata is read without importing
 anything; the object behind a name is imported the first time the name is used.
 
@@ -28,6 +28,7 @@ GROUPS = {
     "attacks": "robaudit.attacks",
     "audits": "robaudit.audits",
     "datasets": "robaudit.datasets",
+    "regularizers": "robaudit.regularizers",
 }
 
 
@@ -63,13 +64,22 @@ def _discover(registry: Registry[Any]) -> None:
 
 
 # Groups in which robaudit itself registers something; the others are filled by later features or plugins.
-_BUILTIN_GROUPS = {"robaudit.models", "robaudit.datasets", "robaudit.audits", "robaudit.defenses", "robaudit.attacks"}
+_BUILTIN_GROUPS = {
+    "robaudit.models",
+    "robaudit.datasets",
+    "robaudit.audits",
+    "robaudit.defenses",
+    "robaudit.attacks",
+    "robaudit.regularizers",
+}
 
 models: Registry[Any] = Registry(GROUPS["models"], "model", _discover)
 defenses: Registry[Any] = Registry(GROUPS["defenses"], "defense", _discover)
 attacks: Registry[Any] = Registry(GROUPS["attacks"], "attack", _discover)
 audits: Registry[Any] = Registry(GROUPS["audits"], "audit", _discover)
 datasets: Registry[Any] = Registry(GROUPS["datasets"], "data source", _discover)
+#: extra loss terms for ``robaudit train --regularizer`` (see :mod:`robaudit.training.regularizer`)
+regularizers: Registry[Any] = Registry(GROUPS["regularizers"], "regularizer", _discover)
 
 REGISTRIES: dict[str, Registry[Any]] = {
     "models": models,
@@ -77,6 +87,7 @@ REGISTRIES: dict[str, Registry[Any]] = {
     "attacks": attacks,
     "audits": audits,
     "datasets": datasets,
+    "regularizers": regularizers,
 }
 
 

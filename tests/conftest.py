@@ -10,6 +10,20 @@ from pathlib import Path
 
 import pytest
 
+#: what each built-in audit command needs besides the shared options to run on a few images quickly (the
+#: tests that run every audit take them from here; a plugin's audit runs with its defaults)
+QUICK_AUDIT_ARGS: dict[str, list[str]] = {
+    "eval": [],
+    "attack": ["--eps", "0.05,0.1", "--attack", "pgd:steps=2", "--check-samples", "2"],
+    "jacobian": ["--top-k", "2"],
+    "hybrid": ["--fmix", "0.25,0.5"],
+    "fourier-map": ["--step", "8"],
+    "corruptions": ["--corruptions", "gaussian_noise", "--severities", "1"],
+    "spectrum": ["--attack", "ddn:steps=2"],
+    "corruption-spectrum": ["--corruptions", "gaussian_noise"],
+    "rsa": ["--target-model", "digits_cnn", "--target-layer", "features.4", "--bootstrap", "5"],
+}
+
 
 @pytest.fixture(scope="session", autouse=True)
 def _isolated_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:

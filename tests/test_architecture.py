@@ -20,6 +20,7 @@ import re
 from pathlib import Path
 
 import pytest
+from conftest import QUICK_AUDIT_ARGS
 
 from robaudit import plugins
 from robaudit.reports.metrics import Metric
@@ -40,6 +41,8 @@ LAYERS = {
     "corruptions": 1,
     "attacks": 1,
     "defenses": 1,
+    "similarity": 1,
+    "training": 1,
     "audits": 2,
     "runner": 3,
     "presentation": 4,
@@ -111,17 +114,6 @@ def test_every_module_belongs_to_a_layer() -> None:
 
 # -- the audit contract, over every registered audit -------------------------------------------------------
 
-#: options that make a quick run of the built-in audits that need some; any other audit runs with defaults
-QUICK = {
-    "attack": ["--eps", "0.05,0.1", "-a", "pgd:steps=2", "--check-samples", "2"],
-    "spectrum": ["-a", "ddn:steps=5"],
-    "corruptions": ["-c", "gaussian_noise,fog", "--severities", "1,3", "--noise-levels", "0.1"],
-    "corruption-spectrum": ["-c", "gaussian_noise,fog", "--severities", "3"],
-    "fourier-map": ["--step", "8"],
-    "hybrid": ["--fmix", "0,0.2,1"],
-    "jacobian": ["--top-k", "2"],
-}
-
 
 def _pattern(text: str) -> re.Pattern[str]:
     return re.compile("^" + ".+".join(re.escape(part) for part in re.split(r"<[^>]*>", text)) + "$")
@@ -136,7 +128,9 @@ def test_every_audit_keeps_the_contract(name: str, cli, tmp_path: Path) -> None:
 
     audit = plugins.audits.get(name)
     out = tmp_path / name
-    result = cli(name, "-m", "digits_cnn", "-d", "digits", "--limit", "12", "-o", out, "--json", *QUICK.get(name, []))
+    result = cli(
+        name, "-m", "digits_cnn", "-d", "digits", "--limit", "12", "-o", out, "--json", *QUICK_AUDIT_ARGS.get(name, [])
+    )
     assert result.code == 0, result.err
     assert json.loads(result.out)["summary"]
     (report,) = load_reports(out)

@@ -23,12 +23,12 @@ import torch
 
 from robaudit.audits.attack import AttackAudit
 from robaudit.audits.attack.masking import FLAGS
+from robaudit.audits.attack.report import metrics as attack_metrics
 from robaudit.audits.base import AuditBatch
 from robaudit.data import DataSpec, load_dataset
 from robaudit.defenses.base import compose
 from robaudit.errors import InputError
 from robaudit.models import LoadedModel, ModelSpec, load_model
-from robaudit.audits.attack.report import metrics as attack_metrics
 
 THREATS = ("white", "gray", "black")
 SUBSETS = [list(c) for k in (1, 2, 3) for c in combinations(THREATS, k)]

@@ -21,7 +21,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from conftest import TINY_MODELS, CliResult
+from conftest import QUICK_AUDIT_ARGS, TINY_MODELS, CliResult
 from PIL import Image
 
 from robaudit import plugins
@@ -157,16 +157,7 @@ def perturbations(tmp: Path, **arrays: np.ndarray) -> Path:
 Argv = Callable[[Workspace, Path], list[object]]
 
 #: audit commands and the options each needs to run on a few images
-AUDITS: dict[str, list[object]] = {
-    "eval": [],
-    "attack": ["--eps", "0.03", "--attack", "pgd:steps=1"],
-    "jacobian": ["--top-k", 2],
-    "hybrid": ["--fmix", "0.5"],
-    "fourier-map": ["--step", 8],
-    "corruptions": ["--corruptions", "gaussian_noise", "--severities", 1],
-    "spectrum": ["--attack", "ddn:steps=2"],
-    "corruption-spectrum": ["--corruptions", "gaussian_noise"],
-}
+AUDITS: dict[str, list[object]] = dict(QUICK_AUDIT_ARGS)
 #: every other registered audit (a plugin's) has a command too, and meets the same broken inputs
 AUDITS.update({name: [] for name in plugins.audits.names() if name not in AUDITS})
 
@@ -189,6 +180,7 @@ SHARED: list[tuple[str, list[object], str]] = [
     ("--resume with --overwrite", ["--resume", "--overwrite"], "not both"),
     ("--limit 0", ["--limit", 0], "--limit"),
     ("--batch-size 0", ["--batch-size", 0], "--batch-size"),
+    ("unknown --precision", ["--precision", "fp8"], "fp8"),
     ("--chunk-size 0", ["--chunk-size", 0], "--chunk-size"),
     ("--workers -1", ["--workers", -1], "--workers"),
     ("--workers beyond the CPUs", ["--workers", 10**6], "--workers"),
@@ -609,6 +601,34 @@ CASES += [
         "--seed",
     ),
     ("pca fit: no --data", lambda ws, t: ["pca", "fit", "--k", 2, "--out", t / "p"], "--data"),
+]
+
+
+def train(*extra: object) -> Argv:
+    return lambda ws, t: [
+        "train",
+        "--model",
+        "digits_cnn",
+        "--data",
+        "digits",
+        "--limit",
+        20,
+        "--out",
+        t / "tr",
+        *extra,
+    ]
+
+
+CASES += [
+    ("train: --epochs 0", train("--epochs", 0), "--epochs"),
+    ("train: unknown --optimizer", train("--optimizer", "adam"), "--optimizer"),
+    ("train: unknown regularizer", train("--regularizer", "simlarity"), "did you mean 'similarity'"),
+    ("train: negative --lr", train("--lr", -1), "--lr"),
+    (
+        "train: --out names a file",
+        lambda ws, t: ["train", "-m", "digits_cnn", "-d", "digits", "-o", file(t)],
+        "file.txt",
+    ),
 ]
 
 #: a damaged report, given to report show and summarize, to gate, and as a baseline

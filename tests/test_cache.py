@@ -278,7 +278,12 @@ def test_every_registered_defense_meets_the_contract(cli, tiny: LoadedModel, tmp
 
     cache = make_cache(tiny, tmp_path / "cache")
     assert cli("pca", "fit", "--data", "digits", "--split", "train", "--k", "16", "--out", tmp_path / "pca").code == 0
-    specs = {"blur": "blur:sigma=1", "pca": f"pca:path={tmp_path / 'pca'}", "cache": f"cache:path={cache},lam=0.5"}
+    specs = {
+        "blur": "blur:sigma=1",
+        "pca": f"pca:path={tmp_path / 'pca'}",
+        "cache": f"cache:path={cache},lam=0.5",
+        "grayscale": "grayscale",
+    }
     missing = set(plugins.defenses.names()) - set(specs)
     assert not missing, f"add a contract spec for {missing}"
     x = digits_batch(4)

@@ -9,24 +9,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import TINY_MODELS, CliResult
+from conftest import QUICK_AUDIT_ARGS, TINY_MODELS, CliResult
 
 from robaudit import plugins
 from robaudit.errors import RunError
 from robaudit.models.finite import NON_FINITE, FiniteMonitor
 from robaudit.registry import BUILTIN_SOURCE
 
-#: what each audit command needs besides the shared options to run on a few images quickly
-AUDIT_ARGS: dict[str, list[str]] = {
-    "eval": [],
-    "attack": ["--eps", "0.03", "--attack", "pgd:steps=2"],
-    "jacobian": ["--top-k", "2"],
-    "hybrid": ["--fmix", "0.25,0.5"],
-    "fourier-map": ["--step", "8"],
-    "corruptions": ["--corruptions", "gaussian_noise", "--severities", "1"],
-    "spectrum": ["--attack", "ddn:steps=2"],
-    "corruption-spectrum": ["--corruptions", "gaussian_noise"],
-}
+AUDIT_ARGS = QUICK_AUDIT_ARGS
 #: audits that differentiate the model with respect to its input (and so meet a NaN gradient)
 GRADIENT_AUDITS = {"attack", "jacobian", "spectrum"}
 #: audits of the data alone: a model given to them is never run, so its NaN cannot stop them

@@ -62,7 +62,8 @@ def test_builtins_come_through_entry_points() -> None:
     assert plugins.models.entry("tv:").source == BUILTIN_SOURCE
     assert plugins.datasets.entry("digits").source == BUILTIN_SOURCE
     assert plugins.audits.entry("eval").source == BUILTIN_SOURCE
-    assert set(plugins.REGISTRIES) == {"models", "defenses", "attacks", "audits", "datasets"}
+    assert set(plugins.REGISTRIES) == {"models", "defenses", "attacks", "audits", "datasets", "regularizers"}
+    assert plugins.regularizers.entry("similarity").source == BUILTIN_SOURCE
 
 
 def test_installed_plugin_is_discovered_and_can_be_disabled(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -114,7 +114,7 @@ class Attack(Parameterized, ABC):
         """The attack's own model-level reliability checks on ``images`` (none by default)."""
         return []
 
-    def check_classes(self, num_classes: int) -> None:  # noqa: B027  (optional hook: most attacks take any count)
+    def check_classes(self, num_classes: int) -> None:
         """Raise :class:`~robaudit.errors.InputError` if the attack cannot run on a model with this many classes."""
 
 

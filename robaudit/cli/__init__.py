@@ -25,6 +25,7 @@ from ..errors import EXIT_INPUT, EXIT_RUNTIME, RobauditError
 from . import audit_commands, cache, corruptions, demo, listing, pca, report
 from .gate import gate_command
 from .run import run_command
+from .train import train_command
 
 
 class CommandGroup(TyperGroup):
@@ -181,6 +182,7 @@ app.add_typer(corruptions.app, name="corruptions")
 app.command("gate")(gate_command)
 app.command("demo")(demo.demo_command)
 app.command("run")(run_command)
+app.command("train")(train_command)
 app.command("plugins")(listing.plugins_command)
 app.command("models")(listing.models_command)
 app.command("defenses")(listing.defenses_command)

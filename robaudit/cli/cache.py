@@ -98,7 +98,9 @@ def build_command(
         input_size=input_size,
     )
     data_spec = DataSpec(source=data, split=split, limit=limit, on_bad_image=on_bad_image, indices=indices)
-    loaded = compose(load_model(spec, device), list(defense or []))
+    from ..training.card import defenses_for_weights
+
+    loaded = compose(load_model(spec, device), list(defenses_for_weights(weights, tuple(defense or ()))))
     dataset = load_dataset(data_spec, loaded.preprocessing)
     selection = select_samples(dataset.labels, data_spec, seed)
     with progress_bar("cache build") as hook:

@@ -95,6 +95,12 @@ RUN_OPTIONS = (
     Option("seed", "Seed for subsets and every random draw.", default=0, type=int, panel=RUN),
     Option("shard", "i/n: run only chunks with id % n == i.", panel=RUN),
     Option("device", "auto (CUDA when available), cpu, cuda or cuda:N.", default="auto", panel=RUN),
+    Option(
+        "precision",
+        "fp32, or bf16 / fp16 autocast around the model (faster on GPUs; docs/usage.md says what it changes).",
+        default="fp32",
+        panel=RUN,
+    ),
     Option("out", "Report folder.", default=Path("robaudit-report"), type=Path, flags=("--out", "-o"), panel=RUN),
     Option("resume", "Continue an interrupted run with the same options.", default=False, type=bool, panel=RUN),
     Option("overwrite", "Replace an existing report or unfinished run.", default=False, type=bool, panel=RUN),
@@ -215,21 +221,28 @@ def data_spec(options: dict[str, Any]) -> DataSpec:
 
 def run_spec(options: dict[str, Any]) -> RunSpec:
     """The RunSpec of a command's shared model, data and run options, taken from its parameters by name
-    (without ``--model``, the spec of an audit of the data alone)."""
+    (without ``--model``, the spec of an audit of the data alone).
+
+    Weights written by ``robaudit train`` come with a card: its defenses and class count stand in for
+    ``--defense`` and ``--num-classes`` when those are not given (``--defense none``: no defense)."""
     from ..runner import RunSpec
+    from ..training.card import defenses_for_weights, num_classes_for_weights
 
     model = None
     if options["model"] is not None:
-        model = model_spec(**{o.name: options[o.name] for o in MODEL_OPTIONS if o.name != "defense"})
+        given = {o.name: options[o.name] for o in MODEL_OPTIONS if o.name != "defense"}
+        given["num_classes"] = num_classes_for_weights(options["weights"], options["num_classes"])
+        model = model_spec(**given)
     return RunSpec(
         model=model,
         data=data_spec(options),
-        defenses=tuple(options["defense"] or ()),
+        defenses=defenses_for_weights(options["weights"], tuple(options["defense"] or ())),
         seed=options["seed"],
         chunk_size=options["chunk_size"],
         batch_size=options["batch_size"],
         workers=options["workers"],
         device=options["device"],
+        precision=options["precision"],
         shard=options["shard"],
     )
 

@@ -123,7 +123,9 @@ def run_suite(
 def run_command(
     suite: Annotated[
         str | None,
-        typer.Argument(help="A suite file (.toml) or a built-in suite name (demo, example).", show_default=False),
+        typer.Argument(
+            help="A suite file (.toml) or a built-in suite name (demo, example, train).", show_default=False
+        ),
     ] = None,
     out: Annotated[
         Path | None,
@@ -168,7 +170,10 @@ def run_command(
         bool,
         typer.Option("--dry-run", help="Check the suite and print each step's command line; run nothing."),
     ] = False,
-    example: Annotated[bool, typer.Option("--example", help="Print a commented example suite and exit.")] = False,
+    example: Annotated[
+        bool,
+        typer.Option("--example", help="Print a commented example suite (or the built-in SUITE, e.g. train) and exit."),
+    ] = False,
     as_json: o.Json = False,
 ) -> None:
     """Run a suite: several audits and preparation steps described by one TOML file, into one folder, with a
@@ -177,7 +182,7 @@ def run_command(
     from ..suite import DEFAULT_OUT, example_text
 
     if example:
-        print(example_text(), end="")
+        print(example_text(suite or "example"), end="")
         return
     if suite is None:
         raise InputError("name a suite file or a built-in suite (robaudit run --example prints an example)")

@@ -107,9 +107,13 @@ def builtin_names() -> list[str]:
     return sorted(p.name[: -len(".toml")] for p in folder.iterdir() if p.name.endswith(".toml"))
 
 
-def example_text() -> str:
-    """The commented example suite printed by ``robaudit run --example``."""
-    return str((_builtin_folder() / "example.toml").read_text(encoding="utf-8"))
+def example_text(name: str = "example") -> str:
+    """The commented text of a built-in suite: ``robaudit run --example [NAME]`` prints it (default ``example``)."""
+    if name not in builtin_names():
+        raise InputError(
+            f"no built-in suite {name!r}{suggest(name, builtin_names())} (built-in: {', '.join(builtin_names())})"
+        )
+    return str((_builtin_folder() / f"{name}.toml").read_text(encoding="utf-8"))
 
 
 def read_source(name: str) -> tuple[str, str, Path | None]:

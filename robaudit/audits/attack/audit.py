@@ -616,7 +616,6 @@ class _Rows:
         queries: torch.Tensor | None = None,
     ) -> None:
         """Rows of the first ``subset`` images (all by default), of those ``mask`` selects, per judge."""
-        import numpy as np
         import torch
 
         from ...attacks.base import is_success
