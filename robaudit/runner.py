@@ -42,7 +42,7 @@ from .defenses.base import compose, describe
 from .errors import InputError
 from .models import LoadedModel, ModelSpec, Preprocessing, load_model, resolve_device
 from .models.finite import MONITOR, on_batch
-from .models.precision import check_precision
+from .models.precision import apply_precision, check_precision
 from .provenance import environment
 
 if TYPE_CHECKING:
@@ -180,8 +180,14 @@ def run_audit(
     resume: bool = False,
     overwrite: bool = False,
     progress: ProgressHook | None = None,
+    model: LoadedModel | None = None,
+    dataset: Dataset | None = None,
 ) -> RunResult:
-    """Run ``audit`` as ``spec`` says and write ``out_dir/<audit>.parquet``."""
+    """Run ``audit`` as ``spec`` says and write ``out_dir/<audit>.parquet``.
+
+    ``model`` and ``dataset``, when given (the Python API's objects in memory), are used instead of loading
+    ``spec.model`` and ``spec.data``; ``spec`` still names them in the report, and their fingerprints
+    identify them for ``resume``."""
     from .reports.writer import ReportWriter, check_folder, check_modes, check_output_file
 
     started = time.perf_counter()
@@ -191,8 +197,13 @@ def run_audit(
     spec = audit.adjust_spec(spec)
     for export in audit.exports():
         check_output_file(export.target, export.option)
-    model: LoadedModel | None = None
-    if spec.model is not None:
+    if model is not None:
+        if spec.defenses:
+            raise InputError("defend a model given as an object before the run (robaudit.defend), not through the spec")
+        if model.precision != spec.precision:
+            model = apply_precision(model, spec.precision)
+        audit.prepare(model)
+    elif spec.model is not None:
         model = compose(load_model(spec.model, spec.device, precision=spec.precision), list(spec.defenses))
         audit.prepare(model)
     elif audit.needs_model:
@@ -200,7 +211,8 @@ def run_audit(
     elif spec.defenses:
         raise InputError("--defense needs a --model to defend")
     device = model.device if model is not None else resolve_device(spec.device)
-    dataset = load_dataset(spec.data, model.preprocessing if model is not None else Preprocessing())
+    if dataset is None:
+        dataset = load_dataset(spec.data, model.preprocessing if model is not None else Preprocessing())
     if dataset.kind != audit.inputs:
         raise InputError(f"{spec.data.source} holds {dataset.kind}, but the {audit.name} audit takes {audit.inputs}")
     if model is not None and dataset.kind == "images" and dataset.labels.max() >= model.num_classes:

@@ -38,7 +38,7 @@ LAYERS = {
     "reports": 0,
     "data": 1,
     "models": 1,
-    "corruptions": 1,
+    "corruption": 1,
     "attacks": 1,
     "defenses": 1,
     "similarity": 1,

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from robaudit.corruptions import mce
+from robaudit.corruption import mce
 from robaudit.reports.read import read_report
 
 

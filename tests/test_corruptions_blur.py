@@ -10,8 +10,8 @@ import pytest
 import scipy.ndimage as ndi
 import torch
 
-from robaudit.corruptions import blur, corrupt, filters
-from robaudit.corruptions.base import REGISTRY, CorruptionContext
+from robaudit.corruption import blur, corrupt, filters
+from robaudit.corruption.base import REGISTRY, CorruptionContext
 from robaudit.errors import InputError
 
 BLURS = ("defocus_blur", "glass_blur", "motion_blur", "zoom_blur", "gaussian_blur")

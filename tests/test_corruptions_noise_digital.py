@@ -12,9 +12,9 @@ import pytest
 import torch
 from PIL import Image
 
-from robaudit.corruptions import corrupt, get
-from robaudit.corruptions import digital as dg
-from robaudit.corruptions.base import CorruptionContext
+from robaudit.corruption import corrupt, get
+from robaudit.corruption import digital as dg
+from robaudit.corruption.base import CorruptionContext
 from robaudit.errors import InputError
 
 NOISE = ("gaussian_noise", "shot_noise", "impulse_noise", "speckle_noise")
@@ -245,7 +245,7 @@ JPEG_MEAN_LEVELS, JPEG_FAR_FRACTION = 0.5, 0.05
 def test_tensor_jpeg_agrees_with_libjpeg(size: tuple[int, int]) -> None:
     """The batched round trip (the GPU path) against libjpeg, at every quality of both parameter tables,
     for sizes that are and are not whole 16 × 16 macroblocks."""
-    from robaudit.corruptions.jpeg import jpeg_round_trip_tensor
+    from robaudit.corruption.jpeg import jpeg_round_trip_tensor
 
     height, width = size
     photos = _photographs()

@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 import torch
 
-from robaudit.corruptions import corrupt, get
-from robaudit.corruptions.base import CorruptionContext
-from robaudit.corruptions.frost import frost_layer, frost_texture, load_textures
-from robaudit.corruptions.weather import (
+from robaudit.corruption import corrupt, get
+from robaudit.corruption.base import CorruptionContext
+from robaudit.corruption.frost import frost_layer, frost_texture, load_textures
+from robaudit.corruption.weather import (
     MUD_RGB,
     canny,
     edge_distance,

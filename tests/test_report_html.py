@@ -180,9 +180,9 @@ def test_key_numbers_of_every_report_and_the_comparison_lists_both(suite: Path) 
 
 
 def test_examples_show_clean_plus_delta_and_corruptions(suite: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import robaudit.corruptions
+    import robaudit.corruption
 
-    monkeypatch.setattr(robaudit.corruptions, "corrupt", lambda images, name, severity, seed=0: 1 - images)
+    monkeypatch.setattr(robaudit.corruption, "corrupt", lambda images, name, severity, seed=0: 1 - images)
     base = load_folder(suite).variants[0]
     fig, notes = example_images(base, DIGITS)
     assert fig is not None and notes == []
@@ -199,12 +199,12 @@ def test_examples_show_clean_plus_delta_and_corruptions(suite: Path, monkeypatch
 
 
 def test_examples_note_what_cannot_be_shown(suite: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import robaudit.corruptions
+    import robaudit.corruption
 
     def unavailable(images: Any, name: str, severity: int, seed: int = 0) -> Any:
         raise InputError(f"unknown corruption {name!r}")
 
-    monkeypatch.setattr(robaudit.corruptions, "corrupt", unavailable)
+    monkeypatch.setattr(robaudit.corruption, "corrupt", unavailable)
     fig, notes = example_images(load_folder(suite).variants[1], DIGITS)
     assert fig is not None and len(fig.axes) == 4  # clean images only: minimal mode kept no perturbation
     assert len(notes) == 2 and notes[1].startswith("corrupted examples not shown: gaussian_noise: unknown")

@@ -522,7 +522,7 @@ class CorruptionSpectrumAudit(Audit):
         grid: int = 25,
         seed: int = 0,
     ) -> None:
-        from .. import corruptions as catalog
+        from .. import corruption as catalog
 
         chosen = list(catalog.NAMES if corruptions is None else corruptions)
         for name in chosen:
@@ -544,7 +544,7 @@ class CorruptionSpectrumAudit(Audit):
         grid: int = 25,
         **values: Any,
     ) -> Audit:
-        from .. import corruptions as catalog
+        from .. import corruption as catalog
 
         chosen = catalog.resolve_names(",".join(names(corruptions)))
         levels = catalog.parse_severities(severities) if isinstance(severities, str) else list(severities)
@@ -557,7 +557,7 @@ class CorruptionSpectrumAudit(Audit):
     def run_batch(self, model: LoadedModel | None, batch: AuditBatch) -> dict[str, np.ndarray]:
         import numpy as np
 
-        from .. import corruptions as catalog
+        from .. import corruption as catalog
         from .corruptions.audit import corruption_generator
 
         x = batch.images
@@ -585,7 +585,7 @@ class CorruptionSpectrumAudit(Audit):
     def summarize(cls, rows: pd.DataFrame, metadata: dict[str, Any]) -> dict[str, Any]:
         import numpy as np
 
-        from .. import corruptions as catalog
+        from .. import corruption as catalog
 
         params = metadata.get("identity", {}).get("params", {})
         points = int(params.get("grid", 25))

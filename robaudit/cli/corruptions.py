@@ -70,7 +70,7 @@ def preview_command(
     seed: o.Seed = 0,
 ) -> None:
     """Draw one image under every chosen corruption (rows) and severity (columns) into a PNG grid."""
-    from .. import corruptions as catalog
+    from .. import corruption as catalog
     from ..errors import InputError
     from ..reports.writer import check_output_file
     from .output import stderr

@@ -36,7 +36,7 @@ FINGERPRINT_ROWS = 64
 
 def split_filter(arg: str | None, source: str) -> tuple[Path, list[str], list[int]]:
     """``ROOT[::CORRUPTIONS[@SEVERITIES]]`` -> (root, corruption names, severities)."""
-    from ..corruptions import NAMES, parse_severities, resolve_names
+    from ..corruption import NAMES, parse_severities, resolve_names
 
     if not arg:
         raise InputError(f"{source} needs a folder: {source}:ROOT")
@@ -54,7 +54,7 @@ class ImageNetC(Dataset):
     """The ImageNet-C JPEG tree, filtered to some corruptions and severities."""
 
     def __init__(self, root: Path, names: list[str], severities: list[int], size: int, interpolation: str) -> None:
-        from ..corruptions import NAMES
+        from ..corruption import NAMES
 
         present = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
         strangers = [p for p in present if p not in NAMES]

@@ -107,13 +107,13 @@ def _seed(variant: Variant) -> int:
 
 def corrupted_images(images: Any, names: list[str], seed: int) -> tuple[dict[str, np.ndarray], list[str]]:
     """``{name: (N, 3, H, W) array}`` at EXAMPLE_SEVERITY, and why any corruption could not be applied."""
-    from .. import corruptions
+    from .. import corruption
 
     out: dict[str, np.ndarray] = {}
     problems: dict[str, list[str]] = {}
     for name in names:
         try:
-            out[name] = corruptions.corrupt(images, name, EXAMPLE_SEVERITY, seed=seed).cpu().numpy()
+            out[name] = corruption.corrupt(images, name, EXAMPLE_SEVERITY, seed=seed).cpu().numpy()
         except RobauditError as exc:
             problems.setdefault(str(exc), []).append(name)
     return out, [f"{', '.join(failed)}: {reason}" for reason, failed in problems.items()]

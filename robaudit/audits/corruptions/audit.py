@@ -1,7 +1,7 @@
 """The corruptions audit: accuracy under common corruptions (ImageNet-C / CIFAR-10-C), CE and mCE.
 
 Each image is classified clean and under every chosen corruption × severity, generated on the fly by
-:mod:`robaudit.corruptions` with a generator seeded from (seed, corruption, severity, first data index of
+:mod:`robaudit.corruption` with a generator seeded from (seed, corruption, severity, first data index of
 the batch) — so chunks, shards and ``--resume`` stay valid, while the batch size changes the draws
 (``batch_dependent``). An optional noise sweep adds rows with additive Gaussian noise of chosen σ (the
 neural-regularization paper's noise curve). On a pre-rendered set (``imagenet-c:``, ``cifar10-c:``) the
@@ -11,7 +11,7 @@ Rows: one per image × condition, with ``corruption`` (``clean`` for the clean r
 for the sweep), ``severity``, ``noise_sigma``, ``group``, ``band``, ``prediction``, ``confidence`` and
 ``correct``. The summary computes errors per cell and corruption, CE and mCE against a reference (AlexNet's
 published ImageNet-C errors, or a baseline robaudit report), the relative mCE, the unnormalized mean error,
-the corruption accuracy and the accuracy per frequency band (see :mod:`robaudit.corruptions.mce`).
+the corruption accuracy and the accuracy per frequency band (see :mod:`robaudit.corruption.mce`).
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ import math
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from ... import corruptions as catalog
+from ... import corruption as catalog
 from ...errors import InputError
 from ..base import Audit, AuditBatch
 from ..options import Option, float_list

@@ -6,8 +6,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from ... import corruptions as catalog
-from ...corruptions import mce
+from ... import corruption as catalog
+from ...corruption import mce
 from ...errors import InputError
 
 if TYPE_CHECKING:

@@ -5,7 +5,7 @@ Each one lays a random *layer* over the image, drawn per image from the generato
 * **snow** — a Gaussian flake field, zoomed in (bigger flakes), thresholded (few flakes) and motion-blurred
   along a steep downward angle (falling snow); the image is washed out towards a bright grey
   (``x ← b·x + (1−b)·max(x, 1.5·gray(x) + 0.5)``) and the flakes are added twice, once rotated by 180°;
-* **frost** — a frost texture blended in, ``y = a·x + b·frost`` (see :mod:`robaudit.corruptions.frost`);
+* **frost** — a frost texture blended in, ``y = a·x + b·frost`` (see :mod:`robaudit.corruption.frost`);
 * **fog** — a plasma fractal (diamond-square midpoint displacement) added with strength ``s``, then the
   range is squeezed back, ``y = (x + s·F)·M/(M + s)`` with ``M`` the image's maximum: a low-frequency
   veil that lowers the contrast;
@@ -31,7 +31,7 @@ Differences from the reference
   ``imagecorruptions`` enlarges it similarly (and then by another 1.1).
 * **Snow motion blur.** Hendrycks' code blurs the flake layer with ImageMagick's ``MotionBlurImage``;
   here it is the numpy re-implementation of ``imagecorruptions`` (a one-sided Gaussian sum of whole-pixel
-  shifts, :func:`robaudit.corruptions.filters.motion_blur`), as in that package.
+  shifts, :func:`robaudit.corruption.filters.motion_blur`), as in that package.
 * **Fog map size.** The plasma map is the next power of two at least as large as the image (256 for
   224², 32 for 32², as the references), and cropped to the image; Hendrycks' code always uses 256 (32 for
   CIFAR), which fails on larger images. The map is computed in float32 (the reference: float64);

@@ -7,7 +7,7 @@ A corruption is a function ``fn(x, p, g, ctx) -> y``:
 * ``g`` — a ``torch.Generator`` on ``x``'s device: *every* random draw goes through it, so the same seed
   gives the same images on the same device; draws are made per image (e.g. one motion-blur angle per image);
 * ``ctx`` — a :class:`CorruptionContext` (which parameter set is in use, user-supplied frost textures);
-* ``y`` — float ``(N, 3, H, W)`` in [0, 1], same device. :func:`robaudit.corruptions.corrupt` clamps and
+* ``y`` — float ``(N, 3, H, W)`` in [0, 1], same device. :func:`robaudit.corruption.corrupt` clamps and
   quantizes the result to 8-bit levels afterwards, as the reference pipelines save ``uint8`` images.
 
 Each corruption registers itself with :func:`corruption`, giving both parameter tables (ImageNet-C and

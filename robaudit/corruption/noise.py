@@ -13,7 +13,7 @@ models are
 
 Parameters per severity are those of ImageNet-C (``make_imagenet_c.py``) and CIFAR-10-C
 (``make_cifar_c.py``); the results are clamped and truncated to 8-bit levels by
-:func:`robaudit.corruptions.corrupt`, as the reference's ``np.clip(...)`` and ``np.uint8`` do.
+:func:`robaudit.corruption.corrupt`, as the reference's ``np.clip(...)`` and ``np.uint8`` do.
 
 Differences from the reference
 ------------------------------

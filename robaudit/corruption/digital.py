@@ -13,7 +13,7 @@ These are the distortions an image picks up in processing rather than in front o
 * ``jpeg_compression`` runs the real codec on CPU images (libjpeg through torchvision, byte-identical to
   Pillow's encoder at the same quality): blocking and ringing at 8×8 block edges, chroma subsampled 4:2:0.
   Images on a GPU go through the same steps as batched tensor operations on the GPU
-  (:mod:`robaudit.corruptions.jpeg`), which agree with libjpeg up to its integer DCT's rounding.
+  (:mod:`robaudit.corruption.jpeg`), which agree with libjpeg up to its integer DCT's rounding.
 * ``pixelate`` shrinks the image with Pillow's BOX filter to ``⌊c·W⌋ × ⌊c·H⌋`` and enlarges it back with
   the same filter, which for enlarging is a nearest-neighbour copy. Pillow's BOX filter is *not* an
   area-weighted average: output pixel ``j`` averages, with equal weights, the input pixels whose centres
@@ -41,7 +41,7 @@ Differences from the reference
 * Random numbers come from the torch generator handed to the corruption, not numpy's global state.
 * ``jpeg_compression`` and ``pixelate`` read the image as 8-bit levels (``⌊255·x + ½⌋``) as the reference
   reads its uint8 PIL image. On the CPU, JPEG is encoded and decoded by libjpeg, with torchvision's
-  batched calls where available; on another device by :mod:`robaudit.corruptions.jpeg`, whose exact DCT
+  batched calls where available; on another device by :mod:`robaudit.corruption.jpeg`, whose exact DCT
   rounds a coefficient lying within about 1/8 of a quantization step of a rounding boundary the other way
   than libjpeg's integer DCT does (a few percent of pixels differ by more than two levels). ``pixelate``
   rounds each box mean to a level rather than each input pixel: identical on 8-bit images, a
@@ -230,7 +230,7 @@ def _pillow_jpeg(images: list[torch.Tensor], quality: int) -> list[torch.Tensor]
 )
 def jpeg_compression(x: torch.Tensor, quality: int, g: torch.Generator, ctx: CorruptionContext) -> torch.Tensor:
     """Round trip through JPEG (baseline, 4:2:0 chroma) at ``quality``: libjpeg for images on the CPU, the
-    batched tensor round trip of :mod:`robaudit.corruptions.jpeg` on the images' device otherwise."""
+    batched tensor round trip of :mod:`robaudit.corruption.jpeg` on the images' device otherwise."""
     if jpeg_codec(x.device) == "tensor":
         return jpeg_round_trip_tensor(to_levels(x), int(quality)).float().div_(255)
     # libjpeg codes image by image; converting one image at a time keeps each conversion in the CPU cache

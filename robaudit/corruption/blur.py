@@ -15,7 +15,7 @@ Each blur models a physical cause:
 * **Gaussian blur** (extra corruption) — an isotropic Gaussian of standard deviation ``σ``.
 
 Parameters per severity are those of ImageNet-C (``make_imagenet_c.py``) and CIFAR-10-C
-(``make_cifar_c.py``). The filters themselves live in :mod:`robaudit.corruptions.filters`.
+(``make_cifar_c.py``). The filters themselves live in :mod:`robaudit.corruption.filters`.
 
 Differences from the reference
 ------------------------------
@@ -42,7 +42,7 @@ Differences from the reference
 Defocus, Gaussian, zoom (with the top-left trim) and motion blur (for a given angle) agree with the
 ``imagecorruptions`` package, OpenCV included, to within 0.001 of an 8-bit level. Glass and Gaussian blur
 use scikit-image's ``gaussian`` in the reference (edge replication, truncated at 4σ), reproduced by
-:func:`robaudit.corruptions.filters.gaussian_blur` with ``mode="nearest"``.
+:func:`robaudit.corruption.filters.gaussian_blur` with ``mode="nearest"``.
 """
 
 from __future__ import annotations
