@@ -5,7 +5,7 @@ a time in numpy/OpenCV. For every corruption (the 15 common ones and the 4 extra
 script times both on the same images, alternating repeat by repeat in one run so that the load of a shared
 machine falls on both alike (absolute times mean little there; the ratios are the result):
 
-* robaudit: ``robaudit.corruptions.corrupt`` on a batch (64 images at 224², 256 at 32², after a warm-up),
+* robaudit: ``robaudit.corruption.corrupt`` on a batch (64 images at 224², 256 at 32², after a warm-up),
   divided by the batch size;
 * the reference: the median per-image time reported by ``benchmarks/reference_env/ic_worker.py``, a
   persistent process running in the reference's own virtual environment.
@@ -45,7 +45,7 @@ import numpy as np
 import torch
 
 from robaudit import corruptions
-from robaudit.corruptions import COMMON, NAMES, base
+from robaudit.corruption import COMMON, NAMES, base
 from robaudit.errors import EXIT_GATE_FAILED, InputError, RobauditError, RunError, suggest
 
 HERE = Path(__file__).resolve().parent

@@ -61,8 +61,8 @@ from robaudit.attacks.base import build_attack
 from robaudit.audits.base import AuditBatch
 from robaudit.audits.corruptions import CorruptionsAudit
 from robaudit.audits.hybrid import HybridAudit, hybrid_images
-from robaudit.corruptions import digital
-from robaudit.corruptions.jpeg import jpeg_round_trip_tensor
+from robaudit.corruption import digital
+from robaudit.corruption.jpeg import jpeg_round_trip_tensor
 from robaudit.data import DataSpec
 from robaudit.models import ModelSpec, load_model
 from robaudit.runner import RunSpec, run_audit

@@ -30,7 +30,7 @@ from robaudit.audits.attack import AttackAudit
 from robaudit.audits.base import Audit
 from robaudit.audits.corruptions import CorruptionsAudit
 from robaudit.audits.eval import EvalAudit
-from robaudit.corruptions import COMMON
+from robaudit.corruption import COMMON
 from robaudit.data import DataSpec
 from robaudit.models import ModelSpec
 from robaudit.reports.read import read_report
