@@ -7,6 +7,7 @@ import textwrap
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -52,6 +53,24 @@ class CliResult:
     code: int
     out: str
     err: str
+
+    @property
+    def envelope(self) -> dict[str, Any]:
+        """What the command printed with ``--json``: the envelope every command shares."""
+        import json
+
+        document = json.loads(self.out)
+        assert set(document) >= {"command", "exit_code", "files", "result", "error"}, document
+        return dict(document)
+
+    @property
+    def result(self) -> Any:
+        """The ``result`` of the ``--json`` envelope (an audit's summary, a listing...)."""
+        return self.envelope["result"]
+
+    @property
+    def files(self) -> dict[str, Any]:
+        return dict(self.envelope["files"])
 
 
 @pytest.fixture

@@ -15,7 +15,6 @@ only for type checking do not count):
 from __future__ import annotations
 
 import ast
-import json
 import re
 from pathlib import Path
 
@@ -132,7 +131,7 @@ def test_every_audit_keeps_the_contract(name: str, cli, tmp_path: Path) -> None:
         name, "-m", "digits_cnn", "-d", "digits", "--limit", "12", "-o", out, "--json", *QUICK_AUDIT_ARGS.get(name, [])
     )
     assert result.code == 0, result.err
-    assert json.loads(result.out)["summary"]
+    assert result.result
     (report,) = load_reports(out)
     assert report.kind == name and len(report.rows) > 0
     assert {"chunk", "index", "label", "skipped", "defense", *audit.columns} <= set(report.rows.columns)
@@ -171,7 +170,7 @@ def test_generic_audit_command_runs_any_audit(cli, tmp_path: Path) -> None:  # t
     assert listing.code == 0 and all(name in listing.out for name in plugins.audits.names())
     result = cli("audit", "hybrid", "-m", "digits_cnn", "--limit", "12", "-O", "fmix=0,0.5,1", "-o", tmp_path, "--json")
     assert result.code == 0, result.err
-    assert [c["fmix"] for c in json.loads(result.out)["summary"]["curve"]] == [0.0, 0.5, 1.0]
+    assert [c["fmix"] for c in result.result["curve"]] == [0.0, 0.5, 1.0]
     wrong = cli("audit", "hybrid", "-m", "digits_cnn", "-O", "fmx=0.5", "-o", tmp_path / "x")
     assert wrong.code == 2 and "did you mean 'fmix'" in wrong.err
     assert cli("audit", "hybird", "-m", "digits_cnn").code == 2

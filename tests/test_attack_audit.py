@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import textwrap
 from pathlib import Path
 
@@ -43,7 +42,7 @@ def quantized(name, *, pretrained=False, num_classes=None):
 def attack(cli, out: Path, *args: object):  # type: ignore[no-untyped-def]
     result = cli("attack", *args, "--out", out, "--json")
     assert result.code == 0, result.err
-    return json.loads(result.out)["summary"], pq.read_table(out / "attack.parquet").to_pandas()
+    return result.result, pq.read_table(out / "attack.parquet").to_pandas()
 
 
 def test_linf_sweep_rows_respect_budgets(cli, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
@@ -194,7 +193,7 @@ def test_minimal_perturbations_with_an_ensemble(cli, tmp_path: Path) -> None:  #
 
 def test_plain_model_raises_no_masking_flag(cli, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     summary, rows = attack(cli, tmp_path, *DIGITS, "--limit", 24, "--eps", "0.02,0.05,0.1", "--check-samples", 8)
-    assert set(rows["check"].dropna()) == {"gradient", "unbounded", "gradient-free"}
+    assert set(rows["check_name"].dropna()) == {"gradient", "unbounded", "gradient-free"}
     flags = summary["flags"]
     own = ("accuracy_rises_with_eps", "unbounded_attack_fails", "gradient_free_beats_gradient")
     assert all(flags[name]["flag"] is False for name in (*own, "zero_or_nonfinite_gradients")), flags

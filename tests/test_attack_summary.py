@@ -107,9 +107,9 @@ def variants(rows: pd.DataFrame, audit: AttackAudit) -> list[tuple[str, pd.DataF
     params = audit.params
     out = []
     for threats in SUBSETS:
-        kept = rows[rows["threat"].isin(threats) | rows["check"].isin(CHECK_ROWS)]
+        kept = rows[rows["threat"].isin(threats) | rows["check_name"].isin(CHECK_ROWS)]
         for checks in (True, False):
-            these = kept if checks else kept[~kept["check"].isin(CHECK_ROWS)]
+            these = kept if checks else kept[~kept["check_name"].isin(CHECK_ROWS)]
             out.append(
                 (f"{'+'.join(threats)}, checks {checks}", these, {**params, "threats": threats, "checks": checks})
             )
@@ -122,8 +122,8 @@ def variants(rows: pd.DataFrame, audit: AttackAudit) -> list[tuple[str, pd.DataF
         ("every image skipped", skipped, params),
         ("one image", rows[rows["index"] == rows["index"].iloc[0]], params),
         ("no clean-correct image", wrong, params),
-        ("evidence rows only", rows[rows["check"].notna()], params),
-        ("main rows only", rows[rows["check"].isna()], params),
+        ("evidence rows only", rows[rows["check_name"].notna()], params),
+        ("main rows only", rows[rows["check_name"].isna()], params),
     ]
     return out
 
@@ -148,7 +148,7 @@ def test_every_accepted_combination_summarizes(
         metadata = {"identity": {"params": params, "defenses": [{"repr": "blur"}]}}
         summary = AttackAudit.summarize(subset, metadata)
         check_summary(summary, metadata, f"{attack} {mode} targeted={targeted} minimal={minimal}: {name}")
-        main = subset[subset["check"].isna() & ~subset["skipped"].astype(bool)]
+        main = subset[subset["check_name"].isna() & ~subset["skipped"].astype(bool)]
         if minimal:
             assert len(summary["minimal"]) == main.groupby(["threat", "judged_by"]).ngroups
         else:
@@ -174,7 +174,7 @@ def test_gray_box_alone_on_a_defended_model_summarizes(cli, tmp_path) -> None:  
         "--check-samples", 3, "--out", tmp_path, "--json",
     )  # fmt: skip
     assert result.code == 0, result.err
-    flags = json.loads(result.out)["summary"]["flags"]
+    flags = result.result["flags"]
     assert flags["gradient_free_beats_gradient"]["flag"] is None
     assert "white threat" in flags["gradient_free_beats_gradient"]["evidence"]
     assert flags["white_weaker_than_transfer"]["flag"] is None

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 
 import numpy as np
@@ -198,7 +197,7 @@ def test_every_attack_declares_norm_kind_and_help() -> None:
 def test_attacks_command_lists_them_all(cli) -> None:  # type: ignore[no-untyped-def]
     result = cli("attacks", "--json")
     assert result.code == 0, result.err
-    rows = {row["name"]: row for row in json.loads(result.out)}
+    rows = {row["name"]: row for row in result.result}
     assert set(rows) == set(plugins.attacks.names())
     assert {cls.name for cls in FoolboxAttack.__subclasses__()} <= set(rows), "an attack lacks its entry point"
     assert len(FoolboxAttack.__subclasses__()) == 20
@@ -336,3 +335,18 @@ def test_pgd_compile_compiles_each_model_once_with_graphs_on_cuda(
     attack._forward(nn.Identity(), torch.device("cuda"))
     assert calls[-1][1] == "reduce-overhead"
     assert "compile=True" in repr(attack)
+
+
+@pytest.mark.parametrize("name", ["l2-bb", "linf-bb"])
+def test_a_missing_optional_extra_names_it(name: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without numba (the ``bb`` extra), the Brendel-Bethge attacks stop with the install hint."""
+    import sys
+
+    from robaudit.attacks.base import build_attack
+    from robaudit.errors import RunError
+
+    for module in [m for m in sys.modules if m == "numba" or m.startswith(("numba.", "foolbox.attacks.brendel"))]:
+        monkeypatch.delitem(sys.modules, module)
+    monkeypatch.setitem(sys.modules, "numba", None)  # an import of numba now fails
+    with pytest.raises(RunError, match=r"pip install 'robaudit\[bb\]'"):
+        build_attack(name)

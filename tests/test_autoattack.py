@@ -3,7 +3,6 @@ budgets, seeds and resumption, memory layouts, the reference's checks, members i
 
 from __future__ import annotations
 
-import json
 import sys
 import textwrap
 from dataclasses import dataclass
@@ -247,7 +246,7 @@ def test_too_few_classes_are_refused_before_the_run(cli, tiny_models: Path, tmp_
 def attack(cli, out: Path, *args: object):  # type: ignore[no-untyped-def]
     result = cli("attack", *args, "--out", out, "--json")
     assert result.code == 0, result.err
-    return json.loads(result.out)["summary"], pq.read_table(out / "attack.parquet").to_pandas()
+    return result.result, pq.read_table(out / "attack.parquet").to_pandas()
 
 
 def test_the_citable_figure(cli, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
@@ -306,8 +305,8 @@ def test_gradient_masking_raises_the_references_flags_and_robaudits(cli, tmp_pat
     assert {flags[n]["flag"] for n in ("randomized_outputs", "probability_outputs", "dynamic_defense")} == {False}
     assert summary["gradient_masking"] is True
     # members: each image broken by at most one member, Square's queries recorded, the counts summarized
-    members = rows[rows["check"] == "member"]
-    main = rows[rows["check"].isna()]
+    members = rows[rows["check_name"] == "member"]
+    main = rows[rows["check_name"].isna()]
     assert set(members["attack"]) <= {"apgd-ce", "apgd-t", "square"}
     breakers = members[members["source_success"]].groupby("index")["attack"].nunique()
     assert (breakers == 1).all()
@@ -355,4 +354,4 @@ def test_amp_runs_the_forward_under_bf16_autocast(digits: Digits, cli, tmp_path:
     with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
         assert torch.equal(success, digits.model(adv).float().argmax(dim=1) != y)
     _, rows = attack(cli, tmp_path, *DIGITS, "--limit", 4, "--attack", "apgd-ce:n_iter=5", "--amp", "--eps", "0.03")
-    assert set(rows[rows["check"].isna()]["attack"]) == {"apgd-ce(amp=True, n_iter=5, norm='linf')"}
+    assert set(rows[rows["check_name"].isna()]["attack"]) == {"apgd-ce(amp=True, n_iter=5, norm='linf')"}

@@ -234,13 +234,7 @@ CASES: list[tuple[str, Argv, str]] = [
 ]
 
 CASES += [
-    pytest.param(  # validated by the attack audit's own checks, which belong with its parameters
-        "attack: negative --check-samples",
-        audit("attack", "--check-samples", -1),
-        "--check-samples",
-        marks=pytest.mark.xfail(reason="AttackAudit does not check check_samples yet", strict=False),
-        id="attack: negative --check-samples",
-    ),  # type: ignore[list-item]
+    ("attack: negative --check-samples", audit("attack", "--check-samples", -1), "--check-samples"),
     # a damaged earlier run in --out (the later --out wins over the one audit() gives)
     (
         "eval: --resume onto a damaged report",
@@ -833,7 +827,7 @@ def test_a_dangling_symlink_is_skipped_with_on_bad_image_skip(cli: Cli, ws: Work
     result = cli("eval", "--model", ws.tiny, "--data", f"imagefolder:{folder}", "--on-bad-image", "skip",
                  "--device", "cpu", "--out", tmp_path / "out", "--json")  # fmt: skip
     assert result.code == 0, result.err
-    assert json.loads(result.out)["summary"]["skipped"] == 1
+    assert result.result["skipped"] == 1
 
 
 def test_library_warnings_stay_off_stderr_unless_verbose(ws: Workspace, tmp_path: Path) -> None:

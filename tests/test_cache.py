@@ -224,7 +224,7 @@ def test_cache_build_and_tune_commands(cli, tiny_models: Path, tmp_path: Path) -
         "--json",
     )
     assert built.code == 0, built.err
-    summary = json.loads(built.out)["summary"]
+    summary = built.result
     assert summary["keys"] == 1438 and summary["dim"] == 16
     tuned = cli(
         "cache",
@@ -242,7 +242,7 @@ def test_cache_build_and_tune_commands(cli, tiny_models: Path, tmp_path: Path) -
         "--json",
     )
     assert tuned.code == 0, tuned.err
-    result = json.loads(tuned.out)
+    result = {"summary": tuned.result}
     grid = pq.read_table(tmp_path / "c" / "tune.parquet").to_pandas()
     assert len(grid) == 2 * 5 and set(grid["lam"]) == {0.2, 0.4, 0.6, 0.8, 1.0}
     best = grid[~grid["cache_only"]].sort_values("accuracy").iloc[-1]
@@ -265,11 +265,11 @@ def test_cache_build_and_tune_commands(cli, tiny_models: Path, tmp_path: Path) -
         "--json",
     )
     assert evaluated.code == 0, evaluated.err
-    assert json.loads(evaluated.out)["summary"]["top1"] == pytest.approx(result["summary"]["best_accuracy"])
+    assert evaluated.result["top1"] == pytest.approx(result["summary"]["best_accuracy"])
     rows = pq.read_table(tmp_path / "r" / "eval.parquet").to_pandas()
     assert rows["defense"].str.startswith("cache(").all()
     listed = cli("defenses", "--json")
-    assert {d["name"] for d in json.loads(listed.out)} >= {"blur", "pca", "cache"}
+    assert {d["name"] for d in listed.result} >= {"blur", "pca", "cache"}
 
 
 def test_every_registered_defense_meets_the_contract(cli, tiny: LoadedModel, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
@@ -396,3 +396,19 @@ def test_grid_summary_notes_best_values_on_the_edges() -> None:
     # a grid of one θ is a fixed choice; λ = 0 has nothing below it
     assert summarize_grid(_rows((20.0, 0.5), 20.0, [20.0], lams), logits, labels)["note"] is None
     assert summarize_grid(_rows((20.0, 0.0), 20.0, thetas, [0.0, 0.5]), logits, labels)["note"] is None
+
+
+def test_the_tuning_grid_is_a_report_that_the_readers_understand(cli, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    built = cli("cache", "build", "--model", "digits_cnn", "--pretrained", "--layers", "penultimate", "--data",
+                "digits", "--split", "train", "--limit", 100, "--out", tmp_path / "c")  # fmt: skip
+    assert built.code == 0, built.err
+    tuned = cli("cache", "tune", "--cache", tmp_path / "c", "--data", "digits", "--limit", 40,
+                "--thetas", "10,50", "--lams", "0.5", "--json")  # fmt: skip
+    assert tuned.code == 0, tuned.err
+    summarized = cli("report", "summarize", tmp_path / "c" / "tune.parquet", "--json")
+    assert summarized.code == 0 and summarized.envelope["audit"] == "cache-tune"
+    assert summarized.result == tuned.result
+    from robaudit.presentation.html import write_html
+
+    page = write_html(tmp_path / "c").read_text(encoding="utf-8")
+    assert "unknown" not in page and 'data-section="cache-tune"' in page

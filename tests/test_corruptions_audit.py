@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 
@@ -42,7 +41,7 @@ def test_audit_rows_and_summary(cli, tiny_models: Path, tmp_path: Path) -> None:
         cli, tiny_models, tmp_path, "-c", "gaussian_noise,contrast", "--severities", "1,5", "--noise-levels", "0.1"
     )
     assert result.code == 0, result.err
-    summary = json.loads(result.out)["summary"]
+    summary = result.result
     rows, _ = read_report(tmp_path / "corruptions.parquet")
     assert len(rows) == 20 * (1 + 2 * 2 + 1)
     assert set(rows["corruption"]) == {"clean", "gaussian_noise", "contrast", "gaussian_noise_sigma"}
@@ -67,7 +66,7 @@ def test_audit_rows_and_summary(cli, tiny_models: Path, tmp_path: Path) -> None:
         "--reference",
         "alexnet",
     )
-    summary = json.loads(again.out)["summary"]
+    summary = again.result
     ces = []
     for name in ("gaussian_noise", "contrast"):
         model = [1 - cells[(cells["corruption"] == name) & (cells["severity"] == s)]["correct"].mean() for s in (1, 5)]
@@ -81,7 +80,7 @@ def test_a_baseline_report_as_reference(cli, tiny_models: Path, tmp_path: Path) 
     assert run_corruptions(cli, tiny_models, tmp_path / "base", *args).code == 0
     baseline = tmp_path / "base" / "corruptions.parquet"
     result = run_corruptions(cli, tiny_models, tmp_path / "same", *args, "--reference", baseline)
-    summary = json.loads(result.out)["summary"]
+    summary = result.result
     # the same model against itself: every CE is 1 and the mCE exactly 100
     if all(c["error"] > 0 for c in summary["per_corruption"]):
         assert summary["mCE"] == pytest.approx(100.0)
@@ -137,12 +136,12 @@ def test_cifar10_c_files_are_read_with_their_corruption_and_severity(cli, tiny_m
     assert sorted(rows["severity"].unique()) == [2, 3]
     assert (rows["label"].to_numpy() == np.tile(labels, 2)).all()
     assert "fog@2-3" in meta["run_spec"]["data"]["source"]
-    assert json.loads(result.out)["summary"]["param_set"] == "pre-rendered"
+    assert result.result["param_set"] == "pre-rendered"
     # the clean accuracy of a pre-rendered run comes from an eval report of the same model
     evaluated = cli(
         "eval", "-m", f"{tiny_models}:tiny", "-d", "digits", "--limit", "20", "-o", tmp_path / "ev", "--json"
     )
-    top1 = json.loads(evaluated.out)["summary"]["top1"]
+    top1 = evaluated.result["top1"]
     with_clean = cli(
         "corruptions",
         "-m",
@@ -157,7 +156,7 @@ def test_cifar10_c_files_are_read_with_their_corruption_and_severity(cli, tiny_m
         tmp_path / "out2",
         "--json",
     )
-    assert json.loads(with_clean.out)["summary"]["clean_accuracy"] == pytest.approx(top1)
+    assert with_clean.result["clean_accuracy"] == pytest.approx(top1)
     wrong = cli(
         "corruptions",
         "-m",

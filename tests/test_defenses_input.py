@@ -267,8 +267,8 @@ def test_pca_fit_cli_and_eval_with_input_defenses(cli, tmp_path: Path) -> None: 
     artifact = tmp_path / "pca"
     result = cli("pca", "fit", "--data", "digits", "--split", "train", "--k", 64, "--out", artifact, "--json")
     assert result.code == 0, result.err
-    meta = json.loads(result.out)
-    assert meta["path"] == str(artifact) and meta["k"] == 64 and meta["dim"] == 3 * 32 * 32
+    meta = result.result
+    assert result.files["pca"] == str(artifact) and meta["k"] == 64 and meta["dim"] == 3 * 32 * 32
     assert meta["method"] == "exact" and meta["n_samples"] == 1438 and meta["explained_variance"] > 0.99
     again = cli("pca", "fit", "--data", "digits", "--k", 8, "--out", artifact)
     assert again.code == 2 and "--overwrite" in again.err
@@ -279,7 +279,7 @@ def test_pca_fit_cli_and_eval_with_input_defenses(cli, tmp_path: Path) -> None: 
         args = ("eval", "--model", model, "--defense", defense, "--data", "digits", "--limit", 50, "--out", out)
         result = cli(*args, "--json")
         assert result.code == 0, result.err
-        assert json.loads(result.out)["summary"]["samples"] == 50
+        assert result.result["samples"] == 50
         defenses = read_metadata(out / "eval.parquet")["identity"]["defenses"]
         assert defenses[0]["repr"].startswith(f"{name}(")
         if name == "pca":

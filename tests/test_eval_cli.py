@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
@@ -25,7 +24,7 @@ def eval_args(model: str, out: Path, *extra: object) -> list[object]:
 def test_eval_writes_a_self_describing_report(cli, tiny_models: Path, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     result = cli(*eval_args(f"{tiny_models}:tiny", tmp_path, "--json"))
     assert result.code == 0, result.err
-    summary = json.loads(result.out)["summary"]
+    summary = result.result
     report = tmp_path / "eval.parquet"
     table = pq.read_table(report)
     assert table.num_rows == 359 and summary["samples"] == 359 and summary["skipped"] == 0
@@ -223,7 +222,7 @@ def test_bad_images_fail_or_are_skipped_and_counted(cli, tiny_models: Path, tmp_
     assert len(list((tmp_path / "r" / "eval.parquet.partial").glob("chunk-*"))) == 2  # earlier chunks kept
     result = cli(*args, "--on-bad-image", "skip", "--resume", "--json")
     assert result.code == 0, result.err
-    summary = json.loads(result.out)["summary"]
+    summary = result.result
     assert summary["skipped"] == 1 and summary["samples"] == 7
     rows = pq.read_table(tmp_path / "r" / "eval.parquet").to_pandas()
     bad = rows[rows["skipped"]]
@@ -236,10 +235,10 @@ def test_report_show_and_summarize(cli, tiny_models: Path, tmp_path: Path) -> No
     assert cli(*eval_args(f"{tiny_models}:tiny", tmp_path, "--limit", 30)).code == 0
     report = tmp_path / "eval.parquet"
     shown = cli("report", "show", report, "--json")
-    assert shown.code == 0 and json.loads(shown.out)["rows"] == 30
+    assert shown.code == 0 and shown.result["rows"] == 30
     assert cli("report", "show", report).code == 0
     summary = cli("report", "summarize", report, "--json")
-    assert summary.code == 0 and json.loads(summary.out)["summary"]["samples"] == 30
+    assert summary.code == 0 and summary.result["samples"] == 30
     table = cli("report", "summarize", report)
     assert table.code == 0 and "top1" in table.out
     assert "does not exist" in _failing(cli, "report", "show", tmp_path / "none.parquet")
@@ -261,7 +260,7 @@ def test_reports_are_readable_by_duckdb(cli, tiny_models: Path, tmp_path: Path) 
 def test_demo_trains_offline_and_reports(cli, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     result = cli("demo", "--out", tmp_path / "demo", "--json")
     assert result.code == 0, result.err
-    summaries = json.loads(result.out)["summaries"]
+    summaries = result.result
     assert summaries["eval"]["top1"] >= 0.95
     assert summaries["cache"]["samples"] == 180 and 0 < summaries["cache"]["best_lam"] < 1
     assert {c["threat"] for c in summaries["attack"]["curves"]} == {"white", "gray"}
@@ -284,7 +283,7 @@ def resnet20_eval(cli, data_dir: Path, data: str, out: Path, *extra: object) -> 
         "eval", "--model", "cifar_resnet20", "--weights", weights, "--data", data, "--out", out, "--json", *extra
     )
     assert result.code == 0, result.err
-    return json.loads(result.out)["summary"]  # type: ignore[no-any-return]
+    return result.result  # type: ignore[no-any-return]
 
 
 def test_published_resnet20_on_exact_cifar10_test_images(cli, validation_data: Path, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]

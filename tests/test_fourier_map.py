@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
@@ -68,7 +67,7 @@ def outer_error(cli, out: Path, *extra: object) -> float:  # type: ignore[no-unt
     result = cli("fourier-map", "--model", "digits_cnn", "--pretrained", "--data", "digits", "--limit", 12,
                  "--step", 4, "--out", out, "--json", "--device", "cpu", *extra)  # fmt: skip
     assert result.code == 0, result.err
-    bands = json.loads(result.out)["summary"]["bands"]
+    bands = result.result["bands"]
     assert [b["band"] for b in bands] == ["low", "mid", "high"]
     return float(bands[-1]["error"])
 
@@ -83,7 +82,7 @@ def test_fourier_map_cli_on_digits(cli, tmp_path: Path) -> None:  # type: ignore
     result = cli("fourier-map", "--model", "digits_cnn", "--pretrained", "--data", "digits", "--limit", 8,
                  "--step", 4, "--out", tmp_path, "--json")  # fmt: skip
     assert result.code == 0, result.err
-    summary = json.loads(result.out)["summary"]
+    summary = result.result
     rows = pq.read_table(tmp_path / "fourier-map.parquet").to_pandas()
     n_freq = 8 * 5
     assert len(rows) == 8 * n_freq and rows["index"].nunique() == 8

@@ -7,7 +7,6 @@ strong 58/64, close 54/64 (a few images worse: within noise), weak 20/64 (a real
 
 from __future__ import annotations
 
-import json
 import shutil
 import textwrap
 import xml.etree.ElementTree as ET
@@ -310,37 +309,37 @@ def test_fail_case_exits_1_with_a_readable_reason(runs: dict[str, Path], tmp_pat
     policy = _policy(tmp_path, '[[rule]]\nname = "clean floor"\nmetric = "eval.top1"\nmin = 0.5\n')
     result = cli("gate", runs["bad"], "--policy", policy, "--json")
     assert result.code == 1
-    payload = json.loads(result.out)
+    payload = result.result
     (check,) = payload["checks"]
     assert check["verdict"] == "fail" and check["rule"] == "clean floor"
     assert check["reason"] == "0.3125 is not >= 0.5"
-    assert payload["passed"] is False and payload["exit_code"] == 1
+    assert payload["passed"] is False and payload["exit_code"] == 1 and result.envelope["exit_code"] == 1
 
 
 def test_flag_rule_fails_on_gradient_masking(runs: dict[str, Path], tmp_path: Path, cli: CliRun) -> None:
     policy = _policy(tmp_path, '[[rule]]\nmetric = "flags.gradient_masking"\nequals = false\n')
     result = cli("gate", runs["base"], "--policy", policy, "--json")
-    assert result.code == 1 and json.loads(result.out)["checks"][0]["reason"] == "true is not == false"
+    assert result.code == 1 and result.result["checks"][0]["reason"] == "true is not == false"
 
 
 def test_warn_level_does_not_fail_the_build(runs: dict[str, Path], tmp_path: Path, cli: CliRun) -> None:
     policy = _policy(tmp_path, '[[rule]]\nmetric = "eval.top1"\nmin = 0.5\nlevel = "warn"\n')
     result = cli("gate", runs["bad"], "--policy", policy, "--json")
     assert result.code == 0
-    assert json.loads(result.out)["checks"][0]["verdict"] == "warn"
+    assert result.result["checks"][0]["verdict"] == "warn"
 
 
 def test_noise_does_not_fail_but_a_real_drop_does(runs: dict[str, Path], tmp_path: Path, cli: CliRun) -> None:
     policy = _policy(tmp_path, '[[rule]]\nmetric = "eval.top1"\nmax_drop = 0\n')
     within = cli("gate", runs["close"], "--policy", policy, "--baseline", runs["base"], "--json")
     assert within.code == 0, within.err
-    check = json.loads(within.out)["checks"][0]
+    check = within.result["checks"][0]
     assert check["value"] == pytest.approx(54 / 64) and check["baseline"] == pytest.approx(58 / 64)
     assert check["verdict"] == "pass" and "within noise" in check["reason"]
     assert check["drop"]["method"] == "newcombe" and check["drop"]["interval"][0] < 0
     real = cli("gate", runs["bad"], "--policy", policy, "--baseline", runs["base"], "--json")
     assert real.code == 1
-    check = json.loads(real.out)["checks"][0]
+    check = real.result["checks"][0]
     assert check["verdict"] == "fail"
     assert check["reason"].startswith("regressed by 0.5938 > max_drop 0, beyond noise: 95% CI of the drop [0.4389,")
     table = cli("gate", runs["bad"], "--policy", policy, "--baseline", runs["base"])
@@ -351,7 +350,7 @@ def test_max_drop_without_baseline_is_skipped(runs: dict[str, Path], tmp_path: P
     policy = _policy(tmp_path, '[[rule]]\nmetric = "eval.top1"\nmax_drop = 0.01\n')
     result = cli("gate", runs["bad"], "--policy", policy, "--json")
     assert result.code == 0
-    assert json.loads(result.out)["checks"][0]["verdict"] == "skip"
+    assert result.result["checks"][0]["verdict"] == "skip"
 
 
 def test_missing_metric_exits_2_with_suggestion(runs: dict[str, Path], tmp_path: Path, cli: CliRun) -> None:
@@ -445,7 +444,7 @@ def test_variants_in_sub_folders(runs: dict[str, Path], tmp_path: Path, cli: Cli
     every = _policy(tmp_path, '[[rule]]\nmetric = "eval.top1"\nmin = 0.5\nvariant = "*"\n')
     result = cli("gate", suite, "--policy", every, "--json")
     assert result.code == 1
-    checks = json.loads(result.out)["checks"]
+    checks = result.result["checks"]
     assert [(c["variant"], c["verdict"]) for c in checks] == [("a", "pass"), ("b", "fail")]
     plain = _policy(tmp_path, '[[rule]]\nmetric = "eval.top1"\nmin = 0.5\n')
     result = cli("gate", suite, "--policy", plain)
@@ -458,7 +457,7 @@ def test_variants_in_sub_folders(runs: dict[str, Path], tmp_path: Path, cli: Cli
 def test_list_metrics(runs: dict[str, Path], cli: CliRun) -> None:
     result = cli("gate", runs["base"], "--list-metrics", "--json")
     assert result.code == 0
-    names = {m["name"] for m in json.loads(result.out)}
+    names = {m["name"] for m in result.result}
     assert {"eval.top1", "attack.white.linf.eps=0.01.accuracy", "flags.gradient_masking"} <= names
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import math
 import textwrap
 from pathlib import Path
@@ -139,7 +138,7 @@ def test_a_low_frequency_model_reverses_before_a_high_frequency_one(cli, tmp_pat
         result = cli("hybrid", "--model", f"{models}:{name}", "--data", f"npz:{tmp_path / 'data.npz'}",
                      "--out", tmp_path / name, "--json", "--device", "cpu")  # fmt: skip
         assert result.code == 0, result.err
-        summary = json.loads(result.out)["summary"]
+        summary = result.result
         assert summary["curve"][0]["acc_high"] > 0.9 and summary["curve"][-1]["acc_low"] > 0.9
         f_rev[name] = summary["f_rev"]
     assert f_rev["low"] is not None and f_rev["high"] is not None
@@ -150,7 +149,7 @@ def test_hybrid_cli_on_digits(cli, tmp_path: Path) -> None:  # type: ignore[no-u
     result = cli("hybrid", "--model", "digits_cnn", "--pretrained", "--data", "digits", "--limit", 40,
                  "--repeats", 2, "--out", tmp_path, "--json")  # fmt: skip
     assert result.code == 0, result.err
-    summary = json.loads(result.out)["summary"]
+    summary = result.result
     rows = pq.read_table(tmp_path / "hybrid.parquet").to_pandas()
     assert len(rows) == 40 * 2 * len(DEFAULT_FMIX) and rows["index"].nunique() == 40
     assert (rows["high_label"] != rows["label"]).all() and (rows["low_label"] == rows["label"]).all()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import textwrap
 from pathlib import Path
 
@@ -97,7 +96,7 @@ def test_blur_defense_has_a_smaller_jacobian(cli, tmp_path: Path) -> None:  # ty
     args = ["jacobian", "--model", "digits_cnn", "--pretrained", "--data", "digits", "--limit", 16]
     result = cli(*args, "--defense", "blur:sigma=1", "--out", tmp_path, "--json")
     assert result.code == 0, result.err
-    summary = json.loads(result.out)["summary"]
+    summary = result.result
     rows = pd.read_parquet(tmp_path / "jacobian.parquet")
     assert len(rows) == 32 and sorted(rows["model_role"].unique()) == ["backbone", "defended"]
     assert set(rows.loc[rows["model_role"] == "defended", "defense"]) == {"blur(padding='circular', sigma=1.0)"}

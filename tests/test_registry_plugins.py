@@ -94,7 +94,7 @@ def test_plugins_dir_registers_with_file_source(tmp_path: Path, cli) -> None:  #
     try:
         result = cli("--plugins-dir", tmp_path, "plugins", "--json")
         assert result.code == 0, result.err
-        listing = json.loads(result.out)
+        listing = result.result
         loose = next(e for e in listing["models"] if e["name"] == "loose_net")
         assert loose["source"] == f"file {tmp_path / 'myplugin.py'}"
         assert {e["name"] for e in listing["datasets"]} >= {"digits", "cifar10", "imagefolder", "npz"}

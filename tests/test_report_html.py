@@ -61,7 +61,7 @@ def read_one(path: Path) -> Report:
 @pytest.fixture(scope="module")
 def suite(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Two variants: ``base`` (eval, PGD sweep with kept perturbations, their spectrum, hybrid, Jacobian,
-    Fourier map) and ``blur`` (eval and minimal DDN perturbations behind a blur defense)."""
+    Fourier map, five corruptions) and ``blur`` (eval and minimal DDN perturbations behind a blur defense)."""
     root = tmp_path_factory.mktemp("suite")
     base, blur = root / "base", root / "blur"
     _run("eval", *MODEL, "--limit", 48, "-o", base)
@@ -71,6 +71,8 @@ def suite(tmp_path_factory: pytest.TempPathFactory) -> Path:
     _run("hybrid", *MODEL, "--limit", 32, "--fmix", "0,0.1,0.3,1", "-o", base)
     _run("jacobian", *MODEL, "--limit", 8, "-o", base)
     _run("fourier-map", *MODEL, "--limit", 8, "--step", 8, "-o", base)
+    _run("corruptions", *MODEL, "--limit", 8, "-c", "pixelate,contrast,fog,gaussian_noise,defocus_blur",
+         "--severities", 1, "-o", base)  # fmt: skip
     defense = ["--defense", "blur:sigma=1"]
     _run("eval", *MODEL, *defense, "--limit", 32, "-o", blur)
     _run("attack", *MODEL, *defense, "--limit", 8, "--minimal", "-a", "ddn:steps=10", "--threat", "white", "-o", blur)
@@ -175,7 +177,7 @@ def test_key_numbers_of_every_report_and_the_comparison_lists_both(suite: Path) 
     assert [r.name for r in base.of_kind("spectrum")] == ["spectrum.parquet"]
     key = key_numbers(base)
     assert key["f0.5 (white)"] == f"{base.of_kind('spectrum')[0].summary['f_half_of_mean']:.3g}"
-    assert key["f_rev"] != "–" or base.first("hybrid").summary["f_rev"] is None  # type: ignore[union-attr]
+    assert key["f_rev (cycles/pixel)"] != "–" or base.first("hybrid").summary["f_rev"] is None  # type: ignore[union-attr]
     assert "median l2 white" in key_numbers(folder.variants[1])  # the model under audit carries no judge suffix
 
 
@@ -187,11 +189,15 @@ def test_examples_show_clean_plus_delta_and_corruptions(suite: Path, monkeypatch
     fig, notes = example_images(base, DIGITS)
     assert fig is not None and notes == []
     axes = fig.axes
-    columns = 3 + 4  # clean, adversarial, perturbation, four corruptions
+    columns = 3 + 4  # clean, adversarial, perturbation, four of the five corruptions measured
     assert len(axes) == 4 * columns
+    titles = [" ".join(ax.get_title().split()) for ax in axes[:columns]]
+    assert titles[3:] == [f"{n} (s=3)" for n in ("gaussian_noise", "defocus_blur", "fog", "contrast")], titles
     clean, adversarial = axes[0].images[0].get_array(), axes[1].images[0].get_array()
     rows = base.first("attack").rows  # type: ignore[union-attr]
-    first = rows[rows["check"].isna() & (rows["eps"] == 0.1)].sort_values(["success", "index"], ascending=[False, True])
+    first = rows[rows["check_name"].isna() & (rows["eps"] == 0.1)].sort_values(
+        ["success", "index"], ascending=[False, True]
+    )
     delta = np.asarray(first["perturbation"].iloc[0], dtype=np.float32).reshape(first["perturbation_shape"].iloc[0])
     assert np.allclose(adversarial, np.clip(clean + delta.transpose(1, 2, 0), 0, 1), atol=1e-6)
     assert np.allclose(axes[3].images[0].get_array(), 1 - clean)
@@ -205,10 +211,13 @@ def test_examples_note_what_cannot_be_shown(suite: Path, monkeypatch: pytest.Mon
         raise InputError(f"unknown corruption {name!r}")
 
     monkeypatch.setattr(robaudit.corruption, "corrupt", unavailable)
+    fig, notes = example_images(load_folder(suite).variants[0], DIGITS)
+    assert fig is not None and len(fig.axes) == 4 * 3  # clean, adversarial, perturbation; no corruption
+    assert len(notes) == 1 and notes[0].startswith("corrupted examples not shown: gaussian_noise: unknown")
+    assert "contrast: unknown corruption 'contrast'" in notes[0]
+    # a variant that measured no corruption shows none (minimal mode kept no perturbation: clean images only)
     fig, notes = example_images(load_folder(suite).variants[1], DIGITS)
-    assert fig is not None and len(fig.axes) == 4  # clean images only: minimal mode kept no perturbation
-    assert len(notes) == 2 and notes[1].startswith("corrupted examples not shown: gaussian_noise: unknown")
-    assert "contrast: unknown corruption 'contrast'" in notes[1]
+    assert fig is not None and len(fig.axes) == 4 and not any("corrupted" in n for n in notes)
     # other data than the audits': no example, and a note why
     fig, notes = example_images(load_folder(suite).variants[1], DataSpec("digits", split="train"))
     assert fig is None and "not the data these reports were computed on" in notes[0]
@@ -275,7 +284,7 @@ def test_markdown_summary_and_cli(cli, suite: Path, tmp_path: Path) -> None:  # 
     for part in ("## Comparison", "## Variant: base", "## Variant: blur", "### Gradient-masking checks", "f0.5"):
         assert part in text
     hybrid = read_one(suite / "base" / "hybrid.parquet").summary
-    assert f"| f\\_rev | {num(hybrid['f_rev'])} |" in text
+    assert f"| f\\_rev (cycles/pixel) | {num(hybrid['f_rev'] * 0.5)} |" in text
     assert "⚪ not run `unbounded_attack_fails`" in text
     result = cli("report", "md", suite, "-o", tmp_path / "summary.md")
     assert result.code == 0 and (tmp_path / "summary.md").read_text(encoding="utf-8") == text
@@ -482,3 +491,32 @@ def test_the_page_renders_in_chromium_without_errors(browser: DevTools, page: tu
     print(f"screenshot: {screenshot}")
     assert screenshot.stat().st_size > 10_000
     assert browser.errors() == []
+
+
+def test_the_verdict_opens_the_page_with_numbers_flags_and_gaps(suite: Path, page: tuple[Path, str]) -> None:
+    from robaudit.presentation.digest import verdict
+
+    folder = load_folder(suite)
+    sentences = verdict(folder.variants)
+    assert sentences[0].startswith("base: clean top-1 ") and sentences[1].startswith("blur: clean top-1 ")
+    assert all(("Gradient masking" in s) or ("gradient-masking" in s) for s in sentences[:2])
+    assert sentences[-1].startswith("Not covered here: ") and "rsa" in sentences[-1] and "attack," not in sentences[-1]
+    text = page[1]
+    assert text.index('data-section="verdict"') < text.index("<nav>")
+
+
+@pytest.mark.parametrize(
+    ("label", "shown"),
+    [
+        ("cache(path=/tmp/run-1/caches/r20, theta=50)", "cache(path=r20, theta=50)"),
+        ("cache(path='/home/me/c', lam=0.5)", "cache(path='c', lam=0.5)"),
+        ("pca(path=~/pca/k64) -> blur(sigma=1)", "pca(path=k64) -> blur(sigma=1)"),
+        ("pca(path=C:\\caches\\pca64)", "pca(path=pca64)"),
+        ("backbone", "backbone"),
+        ("white-box, judged by defended (l2/linf)", "white-box, judged by defended (l2/linf)"),
+    ],
+)
+def test_legends_name_files_without_their_folders(label: str, shown: str) -> None:
+    from robaudit.reports.plots import legend_label
+
+    assert legend_label(label) == shown

@@ -244,7 +244,7 @@ def test_regularizer_plugin_file_registers_and_trains(cli, tmp_path: Path) -> No
     common += ["--augment", "none", "--epochs", "1", "--device", "cpu"]
     try:
         listing = cli("--plugins-dir", folder, "plugins", "--json")
-        assert any(e["name"] == "logit_norm" for e in json.loads(listing.out)["regularizers"])
+        assert any(e["name"] == "logit_norm" for e in listing.result["regularizers"])
         result = cli("--plugins-dir", folder, "train", *common, "-r", "logit_norm:weight=1", "-o", tmp_path / "r")
         assert result.code == 0, result.err
     finally:
@@ -284,7 +284,7 @@ def test_rsa_against_the_models_own_layer_is_perfect(cli, tmp_path: Path) -> Non
         "--target", target, "--bootstrap", "50", "-o", tmp_path / "rsa", "--json",
     )  # fmt: skip
     assert result.code == 0, result.err
-    summary = json.loads(result.out)["summary"]
+    summary = result.result
     by_layer = {r["layer"]: r for r in summary["layers"]}
     assert summary["images"] == 24 and summary["best_layer"] == "features.4"
     for key in ("pearson", "spearman", "cka"):
@@ -300,7 +300,7 @@ def test_rsa_against_the_models_own_layer_is_perfect(cli, tmp_path: Path) -> Non
         "--json",
     )  # fmt: skip
     assert same.code == 0, same.err
-    row = json.loads(same.out)["summary"]["layers"][0]
+    row = same.result["layers"][0]
     assert row["spearman"] == pytest.approx(1.0) and row["cka"] == pytest.approx(1.0)
 
 

@@ -83,7 +83,7 @@ def _write_npz(path: Path, **overrides: object) -> Path:
 
 def _summary(result) -> dict:  # type: ignore[no-untyped-def]
     assert result.code == 0, result.err
-    return json.loads(result.out)["summary"]  # type: ignore[no-any-return]
+    return result.result  # type: ignore[no-any-return]
 
 
 def test_cli_end_to_end(cli, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]

@@ -53,17 +53,16 @@ def manifest(out: Path) -> dict[str, Any]:
 def dry_run(cli: Callable[..., Any], *args: object) -> dict[str, list[str]]:
     result = cli("run", *args, "--dry-run", "--json")
     assert result.code == 0, result.err
-    return {step["id"]: step["argv"] for step in json.loads(result.out)["steps"]}
+    return {step["id"]: step["argv"] for step in result.result["steps"]}
 
 
 def test_suite_runs_steps_writes_reports_and_manifest(cli, tiny_models: Path, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     out = tmp_path / "out"
     result = cli("run", basic_suite(tmp_path, tiny_models), "-o", out, "--json")
     assert result.code == 0, result.err
-    printed = json.loads(result.out)
-    assert printed["manifest"] == str(out / "manifest.json")
-    assert printed["summaries"]["eval"]["samples"] == 32
-    assert {c["eps"] for c in printed["summaries"]["attack"]["curves"]} == {0.01, 0.03}
+    assert result.files["manifest"] == str(out / "manifest.json")
+    assert result.result["eval"]["samples"] == 32
+    assert {c["eps"] for c in result.result["attack"]["curves"]} == {0.01, 0.03}
     rows, meta = read_report(out / "attack.parquet")
     assert meta["audit"] == "attack" and rows["index"].nunique() == 32
     data = manifest(out)
@@ -80,7 +79,7 @@ def test_suite_runs_steps_writes_reports_and_manifest(cli, tiny_models: Path, tm
     assert argv[argv.index("--eps") + 1] == "0.01,0.03" and "--no-checks" in argv
     assert argv[argv.index("--limit") + 1] == "32" and argv[argv.index("--batch-size") + 1] == "16"
     assert argv[argv.index("--out") + 1] == str(out)
-    assert attack_step["result"]["summary"]["images"] == 32
+    assert attack_step["result"]["result"]["images"] == 32
     # a second run into the same folder must say how to continue, not clobber it
     again = cli("run", basic_suite(tmp_path, tiny_models), "-o", out)
     assert again.code == 2 and "--resume" in again.err and "--overwrite" in again.err
@@ -106,7 +105,7 @@ def test_variants_write_sub_folders(cli, tiny_models: Path, tmp_path: Path) -> N
     result = cli("run", suite, "--json")  # the folder comes from the suite's out key
     assert result.code == 0, result.err
     out = tmp_path / "from-file"
-    assert set(json.loads(result.out)["summaries"]) == {"plain", "blurred"}
+    assert set(result.result) == {"plain", "blurred"}
     assert [s["id"] for s in manifest(out)["steps"]] == ["plain/eval", "blurred/eval"]
     plain, _ = read_report(out / "plain" / "eval.parquet")
     blurred, _ = read_report(out / "blurred" / "eval.parquet")
@@ -160,7 +159,7 @@ def test_references_to_earlier_results(cli, tiny_models: Path, tmp_path: Path) -
         str(tmp_path / "s" / "eval.parquet"),
         "--json",
     ]
-    assert json.loads(result.out)["summaries"]["report_summarize"]["samples"] == 32
+    assert result.result["report_summarize"]["samples"] == 32
 
     shared = write_suite(
         tmp_path, suite.read_text().replace("[run]", '[run]\ncheck-samples = "{steps.eval.samples}"'), "shared.toml"

@@ -130,8 +130,7 @@ def test_card_records_the_run_and_audits_read_its_defenses(cli, small_model: str
         "--label-smoothing", "0.1", "--optimizer", "adamw", "--keep-checkpoints", "1", "-o", out, "--json",
     )  # fmt: skip
     assert result.code == 0, result.err
-    printed = json.loads(result.out)
-    assert printed["weights"] == str(out / "model.safetensors")
+    assert result.files["weights"] == str(out / "model.safetensors")
     card = _card(out)
     assert card["defenses"] == ["grayscale", "blur:sigma=1.0"]
     assert card["options"]["optimizer"] == "adamw" and card["options"]["lr"] == 1e-3
@@ -154,7 +153,7 @@ def test_card_records_the_run_and_audits_read_its_defenses(cli, small_model: str
         "eval", "-m", small_model, "--weights", out / "model.safetensors", "--split", "test", "--limit", "32",
         "-o", tmp_path / "h", "--json",
     )  # fmt: skip
-    assert json.loads(heldout.out)["summary"]["top1"] == pytest.approx(card["epochs"][1]["heldout"]["accuracy"])
+    assert heldout.result["top1"] == pytest.approx(card["epochs"][1]["heldout"]["accuracy"])
     bare = cli(
         "eval", "-m", small_model, "--weights", out / "model.safetensors", "--defense", "none", "--limit", "8",
         "-o", tmp_path / "n",
@@ -306,7 +305,7 @@ def test_train_suite_is_built_in_and_checks(cli, tmp_path: Path) -> None:  # typ
     assert unknown.code == 2 and "did you mean 'train'" in unknown.err
     planned = cli("run", "train", "--dry-run", "-o", tmp_path / "suite", "--json")
     assert planned.code == 0, planned.err
-    steps = {s["id"]: s["argv"] for s in json.loads(planned.out)["steps"]}
+    steps = {s["id"]: s["argv"] for s in planned.result["steps"]}
     assert steps["blur/train"][:2] == ["robaudit", "train"] and "blur:sigma=1.5" in steps["blur/train"]
     assert "{steps.train.weights}" in steps["blur/attack"] and "--minimal" in steps["blur/attack"]
     assert "--defense" not in steps["standard/train"]

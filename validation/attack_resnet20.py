@@ -32,7 +32,7 @@ CACHES = {"cache (θ=5, λ=0.9)": "theta=5,lam=0.9", "cache-only (θ=20)": "thet
 
 def curves(path: Path) -> dict[tuple[str, str], dict[float, float]]:
     rows, _ = read_report(path)
-    main = rows[rows["check"].isna() & ~rows["skipped"]]
+    main = rows[rows["check_name"].isna() & ~rows["skipped"]]
     out: dict[tuple[str, str], dict[float, float]] = {}
     for (threat, judge), group in main.groupby(["threat", "judged_by"]):
         out[(threat, judge)] = group.groupby("eps")["correct"].mean().to_dict()

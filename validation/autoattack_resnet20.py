@@ -67,9 +67,9 @@ def accuracy(correct: pd.Series) -> str:
 
 
 def per_image(rows: pd.DataFrame, threat: str, eps: float) -> pd.Series:
-    main = rows[rows["check"].isna() & (rows["threat"] == threat) & (rows["judged_by"] == "defended")]
+    main = rows[rows["check_name"].isna() & (rows["threat"] == threat) & (rows["judged_by"] == "defended")]
     if not len(main):  # undefended: the white-box judge is the backbone
-        main = rows[rows["check"].isna() & (rows["threat"] == threat)]
+        main = rows[rows["check_name"].isna() & (rows["threat"] == threat)]
     return main[main["eps"] == eps].set_index("index")["correct"].astype(bool).sort_index()
 
 
@@ -125,7 +125,7 @@ def part2(root: Path, out: Path, results: dict[str, Any]) -> None:
             for threat in ("white", "gray"):
                 per[f"{label} {threat}"] = per_image(rows, threat, eps)
                 print(f"  {name:22} {label:11} {threat:5}-box {accuracy(per[f'{label} {threat}'])}")
-            clean = rows[rows["check"].isna() & (rows["judged_by"] == "defended") & (rows["threat"] == "white")]
+            clean = rows[rows["check_name"].isna() & (rows["judged_by"] == "defended") & (rows["threat"] == "white")]
             entry[label] = {
                 "white": float(per[f"{label} white"].mean()),
                 "gray": float(per[f"{label} gray"].mean()),

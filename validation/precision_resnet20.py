@@ -59,7 +59,7 @@ def outcomes(name: str, path: Path) -> dict[str, pd.Series]:
             "clean accuracy (corruptions run)": rows[rows["corruption"] == "clean"].set_index("index")["correct"],
             "corruption accuracy (15 x sev 1,3,5)": cells.set_index(["index", "corruption", "severity"])["correct"],
         }
-    main = rows[rows["check"].isna()]
+    main = rows[rows["check_name"].isna()]
     return {
         f"PGD-10 robust accuracy, eps={e * 255:g}/255": main[np.isclose(main["eps"], e)].set_index("index")["correct"]
         for e in EPS

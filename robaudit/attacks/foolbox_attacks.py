@@ -61,7 +61,10 @@ class FoolboxAttack(Attack):
         try:
             self.foolbox_attack = self.foolbox_class(**params, **extra)
         except ImportError as exc:
-            raise RunError(f"attack {self.name!r} needs a package that is missing ({exc}); pip install numba") from exc
+            raise RunError(
+                f"attack {self.name!r} needs a package that is not installed ({exc}); "
+                f"install robaudit's optional extra: pip install 'robaudit[bb]'"
+            ) from exc
         except (TypeError, ValueError) as exc:
             raise InputError(f"attack {self.name!r}: {exc}") from exc
 

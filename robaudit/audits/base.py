@@ -201,6 +201,11 @@ class Audit(Parameterized, ABC):
         """Up to ``limit`` perturbations the report kept, to show on example images (none by default)."""
         return []
 
+    @classmethod
+    def example_corruptions(cls, report: Report) -> list[str]:
+        """The corruptions this report measured, to show applied to the example images (none by default)."""
+        return []
+
 
 def _shown(metric: Metric) -> str:
     if metric.kind == "proportion":

@@ -10,6 +10,7 @@ image from ``(seed, data index)`` (so rows do not depend on batching). One row p
 
 from __future__ import annotations
 
+import math
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from ..errors import InputError
@@ -240,15 +241,26 @@ def fourier_map_figure(summary: dict[str, Any]) -> Figure:
         no_data(ax, "no Fourier-map rows")
         return fig
     us, vs, grid = fourier_grid(cells)
-    image = ax.imshow(np.ma.masked_invalid(grid), cmap="viridis", vmin=0, vmax=1, origin="lower")
-
-    def ticks(values: list[int]) -> list[int]:
-        return [k for k in range(len(values)) if len(values) <= 17 or k % 4 == 0]
-
-    ax.set_yticks(ticks(us), [str(us[k]) for k in ticks(us)])
-    ax.set_xticks(ticks(vs), [str(vs[k]) for k in ticks(vs)])
-    ax.set_ylabel("u (rows)")
-    ax.set_xlabel("v (columns)")
+    # the image's side from any cell off the centre (radius = |(u, v)| / N): the axes then read in cycles/pixel
+    side = next((math.hypot(c["u"], c["v"]) / c["radius"] for c in cells if c["radius"] > 0), None)
+    if side is None:
+        image = ax.imshow(np.ma.masked_invalid(grid), cmap="viridis", vmin=0, vmax=1, origin="lower")
+        ax.set_ylabel("u (rows)")
+        ax.set_xlabel("v (columns)")
+    else:
+        step_u = (us[1] - us[0]) / side if len(us) > 1 else 1 / side
+        step_v = (vs[1] - vs[0]) / side if len(vs) > 1 else 1 / side
+        extent = (
+            vs[0] / side - step_v / 2,
+            vs[-1] / side + step_v / 2,
+            us[0] / side - step_u / 2,
+            us[-1] / side + step_u / 2,
+        )
+        image = ax.imshow(
+            np.ma.masked_invalid(grid), cmap="viridis", vmin=0, vmax=1, origin="lower", extent=extent, aspect="equal"
+        )
+        ax.set_ylabel("vertical frequency (cycles/pixel)")
+        ax.set_xlabel("horizontal frequency (cycles/pixel)")
     ax.set_title("error rate per Fourier basis perturbation", fontsize=9)
     fig.colorbar(image, ax=ax, label="error rate")
     fig.tight_layout()

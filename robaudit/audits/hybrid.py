@@ -22,6 +22,7 @@ import math
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from ..errors import InputError
+from ..frequency import NYQUIST
 from ..reports.content import FigureSpec, Table, finite, num, pairs, text
 from ..reports.metrics import Metric, Pattern, present
 from .base import Audit, AuditBatch
@@ -254,6 +255,8 @@ class HybridAudit(Audit):
             f_rev_per_repeat=f_rev_per_repeat,
             f_rev_note="; ".join(notes) if notes else None,
             f_rev_units="normalized frequency (1 = Nyquist, 0.5 cycles/pixel)",
+            # the unit every other frequency of robaudit's reports is in
+            f_rev_cycles_per_pixel=float(np.mean(found)) * NYQUIST if found else None,
             curve=curve,
         )
         return summary
@@ -275,15 +278,15 @@ class HybridAudit(Audit):
     @classmethod
     def tables(cls, summary: dict[str, Any], metadata: dict[str, Any]) -> list[Table]:
         s = summary
-        f_rev = num(s.get("f_rev"))
+        f_rev = num(_cycles(s.get("f_rev")))
         if finite(s.get("f_rev")) and finite(s.get("f_rev_std")) and (s.get("repeats") or 0) > 1:
-            f_rev = f"{s['f_rev']:.3f} ± {s['f_rev_std']:.3f}"
+            f_rev = f"{s['f_rev'] * NYQUIST:.3f} ± {s['f_rev_std'] * NYQUIST:.3f}"
         return [
             pairs(
                 "Reversal frequency",
                 [
-                    ("f_rev", f_rev),
-                    ("units", text(s.get("f_rev_units"))),
+                    ("f_rev (cycles/pixel; axis Nyquist 0.5)", f_rev),
+                    ("f_rev normalized (1 = Nyquist), as the paper and the gate's metric give it", num(s.get("f_rev"))),
                     ("repeats", text(s.get("repeats"))),
                     ("images", text(s.get("samples"))),
                     ("skipped images", text(s.get("skipped"))),
@@ -294,11 +297,16 @@ class HybridAudit(Audit):
 
     @classmethod
     def key_numbers(cls, summary: dict[str, Any], metadata: dict[str, Any]) -> dict[str, str]:
-        return {"f_rev": num(summary.get("f_rev"))}
+        return {"f_rev (cycles/pixel)": num(_cycles(summary.get("f_rev")))}
 
     @classmethod
     def figures(cls, report: Report) -> list[FigureSpec]:
         return [FigureSpec("hybrid", "D(f_mix) with bootstrap 95 % band; dotted: f_rev", hybrid_figure(report.summary))]
+
+
+def _cycles(normalized: Any) -> float | None:
+    """A normalized frequency (1 = axis Nyquist) in cycles/pixel, the unit of every figure and table."""
+    return float(normalized) * NYQUIST if finite(normalized) else None
 
 
 def hybrid_figure(summary: dict[str, Any]) -> Figure:
@@ -310,16 +318,17 @@ def hybrid_figure(summary: dict[str, Any]) -> Figure:
     if not curve:
         no_data(ax, summary.get("f_rev_note") or "no hybrid rows")
         return fig
-    f = [c["fmix"] for c in curve]
+    f = [c["fmix"] * NYQUIST for c in curve]
     ax.fill_between(f, [c["D_ci95"][0] for c in curve], [c["D_ci95"][1] for c in curve], alpha=0.3, label="95 % CI")
     ax.plot(f, [c["D"] for c in curve], marker="o", label="D = acc(low) − acc(high)")
     ax.plot(f, [c["p_low"] - c["p_high"] for c in curve], ls="--", label="mean p(low) − p(high)")
     ax.axhline(0, color="grey", lw=0.8)
     if summary.get("f_rev") is not None:
-        ax.axvline(summary["f_rev"], color="red", ls=":", label=f"f_rev = {summary['f_rev']:.3f}")
-    ax.set_xscale("symlog", linthresh=0.03)
+        f_rev = summary["f_rev"] * NYQUIST
+        ax.axvline(f_rev, color="red", ls=":", label=f"f_rev = {f_rev:.3f} cycles/pixel")
+    ax.set_xscale("symlog", linthresh=0.015)
     ax.set_xlim(0, max(f))
-    ax.set_xlabel("f_mix (normalized, 1 = Nyquist)")
+    ax.set_xlabel("mixing radius f_mix (cycles/pixel; axis Nyquist 0.5)")
     ax.set_ylabel("D")
     ax.set_title(summary.get("f_rev_note") or "hybrid images: reversal frequency", fontsize=9)
     ax.legend(fontsize=8)

@@ -319,7 +319,7 @@ def jacobian_figure(profiles: dict[str, Any]) -> Figure:
     """Mean singular-value profile per model (log y), as :func:`singular_profiles` returns them."""
     from matplotlib.ticker import MaxNLocator
 
-    from ..reports.plots import new_figure, no_data, wrapped
+    from ..reports.plots import legend_label, new_figure, no_data
 
     fig, (ax,) = new_figure(6.0, 4.6)
     if not profiles:
@@ -327,7 +327,7 @@ def jacobian_figure(profiles: dict[str, Any]) -> Figure:
         return fig
     for label, profile in profiles.items():
         # defended models have long descriptions (the cache's parameters): wrap them below the axes
-        ax.plot(range(1, len(profile) + 1), profile, marker="o", label=wrapped(label))
+        ax.plot(range(1, len(profile) + 1), profile, marker="o", label=legend_label(label))
     ax.set_yscale("log")
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("singular value rank")

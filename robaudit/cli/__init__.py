@@ -14,7 +14,7 @@ import os
 import sys
 import traceback
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, NoReturn
 
 import click
 import typer
@@ -230,6 +230,18 @@ def main(argv: list[str] | None = None) -> None:
     command = typer.main.get_command(app)
     argv = hoist_global_options(list(sys.argv[1:] if argv is None else argv))
     configure_logging(any(word in GLOBAL_FLAGS for word in argv))  # before plugin files load, as -v says
+    from .output import envelope, write_json
+
+    as_json = "--json" in argv[: argv.index("--")] if "--" in argv else "--json" in argv
+
+    def fail(code: int, message: str, kind: str) -> NoReturn:
+        """The one line on stderr (and the envelope with ``--json``), then the exit code."""
+        prefix = {"internal": "robaudit: internal error: ", "interrupted": ""}.get(kind, "robaudit: error: ")
+        print(f"{prefix}{message}", file=sys.stderr)
+        if as_json:
+            write_json(envelope(command_path(command, argv), code, error={"kind": kind, "message": message}))
+        sys.exit(code)
+
     try:
         code = command.main(args=argv, prog_name="robaudit", standalone_mode=False)
     except _EXIT as exc:
@@ -237,35 +249,50 @@ def main(argv: list[str] | None = None) -> None:
     except _USAGE as exc:
         if type(exc).__name__ == "NoArgsIsHelpError":  # a bare group: its help is the answer
             exc.show()  # type: ignore[attr-defined]
-        else:
-            print(f"robaudit: error: {usage_message(exc)}", file=sys.stderr)
-        sys.exit(EXIT_INPUT)
+            sys.exit(EXIT_INPUT)
+        fail(EXIT_INPUT, usage_message(exc), "usage")
     except (*_ABORT, KeyboardInterrupt):
-        print(INTERRUPTED, file=sys.stderr)
-        sys.exit(130)
+        fail(130, INTERRUPTED, "interrupted")
     except RobauditError as exc:
-        print(f"robaudit: error: {exc}", file=sys.stderr)
-        sys.exit(exc.exit_code)
+        fail(exc.exit_code, str(exc), "input" if exc.exit_code == EXIT_INPUT else "runtime")
     except Exception as exc:
         if out_of_memory(exc):
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            print(
-                f"robaudit: error: out of memory ({first[:200]}); use a smaller --batch-size or another --device",
-                file=sys.stderr,
+            fail(
+                EXIT_RUNTIME,
+                f"out of memory ({first[:200]}); use a smaller --batch-size or another --device",
+                "runtime",
             )
-            sys.exit(EXIT_RUNTIME)
         if os.environ.get("ROBAUDIT_DEBUG"):
             traceback.print_exc()
-        else:
-            print(
-                f"robaudit: internal error: {type(exc).__name__}: {exc} (set ROBAUDIT_DEBUG=1 for the traceback; "
-                "please report it)",
-                file=sys.stderr,
-            )
-        sys.exit(EXIT_RUNTIME)
+        fail(
+            EXIT_RUNTIME,
+            f"{type(exc).__name__}: {exc} (set ROBAUDIT_DEBUG=1 for the traceback; please report it)",
+            "internal",
+        )
     if isinstance(code, int) and code == 130:  # click turns Ctrl-C into a return value without standalone mode
-        print(INTERRUPTED, file=sys.stderr)
+        fail(130, INTERRUPTED, "interrupted")
     sys.exit(code if isinstance(code, int) else 0)
+
+
+def command_path(root: Any, argv: list[str]) -> str:
+    """The (sub)command ``argv`` names, e.g. ``cache tune``, as far as it names one (for error envelopes)."""
+    words: list[str] = []
+    current = root
+    context = root.context_class(root, info_name="robaudit")  # click's or typer's vendored copy alike
+    rest = iter(argv)
+    for word in rest:
+        if word in GLOBAL_VALUES:
+            next(rest, None)  # the root's options come first (hoisted); skip them and their values
+            continue
+        if word in GLOBAL_FLAGS or word.startswith(tuple(f"{v}=" for v in GLOBAL_VALUES)):
+            continue
+        found = current.get_command(context, word) if hasattr(current, "get_command") else None
+        if found is None:
+            break
+        words.append(word)
+        current = found
+    return " ".join(words)
 
 
 __all__ = ["EXIT_INPUT", "app", "main"]

@@ -38,16 +38,21 @@ def run_and_report(audit: Audit, spec: RunSpec, report: o.ReportOptions) -> dict
     finished = read_group([result.path])
     if result.chunks_resumed:
         stderr.print(f"resumed: {result.chunks_resumed} of {result.chunks_total} chunks were already done")
+    figures = [
+        save_png(figure.figure, report.out / f"{figure.name}.png")
+        for figure in (type(audit).figures(finished) if finished.audit is not None else [])
+    ]
+    for message in result.exported:
+        stderr.print(message)
     if report.as_json:
-        print_json({"report": str(result.path), "summary": finished.summary})
+        files = {"report": result.path, "figures": figures, "exports": [e.target for e in audit.exports()]}
+        print_json(finished.summary, files=files, audit=audit.name)
     else:
         described = finished.meta.get("data", {}).get("description", "")
         print_summary(f"{audit.name}: {_model_label(spec)} on {described}", finished.summary)
         stderr.print(f"report: {result.path}")
-    for spec_ in type(audit).figures(finished) if finished.audit is not None else []:
-        stderr.print(f"plot: {save_png(spec_.figure, report.out / f'{spec_.name}.png')}")
-    for message in result.exported:
-        stderr.print(message)
+    for path in figures:  # on stderr either way: the people watching a --json run see them too
+        stderr.print(f"plot: {path}")
     return finished.summary
 
 

@@ -135,7 +135,7 @@ def build_command(
         "seconds": meta["seconds"],
     }
     if as_json:
-        print_json({"cache": str(out), "summary": summary, "fingerprint": meta["fingerprint"]})
+        print_json({**summary, "fingerprint": meta["fingerprint"]}, files={"cache": out})
     else:
         print_summary(f"cache for {spec.name} on {meta['data']['description']}", summary)
         stderr.print(f"cache: {out} (use it with --defense cache:path={out},theta=50,lam=0.5)")
@@ -205,7 +205,7 @@ def tune_command(
     summary = summarize_grid(rows, logits, labels)
     write_grid(target, rows, summary, artifact.meta, data_spec, dataset.description, retrieval, k)
     if as_json:
-        print_json({"grid": str(target), "summary": summary})
+        print_json(summary, files={"grid": target})
     else:
         print_summary(f"cache tune: {cache} on {dataset.description}", summary)
         stderr.print(

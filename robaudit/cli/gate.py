@@ -65,7 +65,7 @@ def gate_command(
     if summary_file:
         _append(Path(summary_file), markdown(result))
     if as_json:
-        print_json(result_json(result))
+        print_json(result_json(result), exit_code=EXIT_GATE_FAILED if result.failed else 0)
     else:
         _print_table(result)
     for note in result.notes:

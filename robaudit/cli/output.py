@@ -45,8 +45,53 @@ def _clean(value: Any) -> Any:
     return value
 
 
-def print_json(obj: Any) -> None:
-    print(json.dumps(_clean(obj), indent=2, default=str))
+def envelope(
+    command: str,
+    exit_code: int,
+    *,
+    result: Any = None,
+    files: Mapping[str, Any] | None = None,
+    error: Mapping[str, str] | None = None,
+    **extra: Any,
+) -> dict[str, Any]:
+    """What every command prints with ``--json`` (docs/usage.md, "Machine-readable output"): the command,
+    its exit code, the files it wrote, its ``result`` (an audit's summary, a listing, ...) and ``error``
+    (None, or the message and its kind) — the same keys for every command, success or failure."""
+    from .. import __version__
+
+    return {
+        "robaudit": __version__,
+        "command": command,
+        "exit_code": exit_code,
+        **extra,
+        "files": {
+            k: str(v) if not isinstance(v, (list, tuple)) else [str(p) for p in v] for k, v in (files or {}).items()
+        },
+        "result": result,
+        "error": dict(error) if error is not None else None,
+    }
+
+
+def print_json(result: Any, *, files: Mapping[str, Any] | None = None, exit_code: int = 0, **extra: Any) -> None:
+    """Print the ``--json`` envelope of the running command (named by click's context)."""
+    context = _current_context()
+    command = context.command_path.partition(" ")[2] if context is not None else ""
+    # a group whose default subcommand is its audit (``corruptions`` runs ``corruptions audit``) is named as typed
+    command = command.removesuffix(" audit")
+    write_json(envelope(command, exit_code, result=result, files=files, **extra))
+
+
+def _current_context() -> Any:
+    """The running command's click context (typer may run its vendored copy of click)."""
+    try:
+        from typer._click import globals as click_globals
+    except ImportError:
+        from click import globals as click_globals  # type: ignore[no-redef]
+    return click_globals.get_current_context(silent=True)
+
+
+def write_json(document: Mapping[str, Any]) -> None:
+    print(json.dumps(_clean(document), indent=2, default=str), flush=True)
 
 
 def fmt(value: Any) -> str:

@@ -101,7 +101,7 @@ def fit_command(
             progress=hook,
         )
     if as_json:
-        print_json({"path": str(out), **meta})
+        print_json(meta, files={"pca": out})
         return
     summary = {
         "k": meta["k"],

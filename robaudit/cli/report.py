@@ -35,7 +35,9 @@ def show_command(
     frame, meta = read_report(path)
     head = frame.head(rows)
     if as_json:
-        print_json({"metadata": meta, "rows": len(frame), "head": head.to_dict(orient="records")})
+        print_json(
+            {"metadata": meta, "rows": len(frame), "head": head.to_dict(orient="records")}, audit=meta.get("audit")
+        )
         return
     info = Table(title=f"{path}", show_header=False, title_justify="left")
     info.add_column("key", style="bold")
@@ -97,7 +99,7 @@ def summarize_command(path: ReportPath, as_json: o.Json = False) -> None:
     frame, meta = read_report(path)
     kind, summary = summarize(frame, meta, path)
     if as_json:
-        print_json({"report": str(path), "audit": kind, "summary": summary})
+        print_json(summary, files={"report": path}, audit=kind)
     else:
         data = meta.get("data", {})
         description = data.get("description", "") if isinstance(data, dict) else str(data)

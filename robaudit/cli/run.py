@@ -95,7 +95,7 @@ def dry_run(suite: Suite, out: Path, as_json: bool) -> None:
         options = {k: map_strings(v, lambda text: substitute(text, lookup)) for k, v in planned.options.items()}
         lines.append({"id": planned.id, "argv": ["robaudit", *arguments(planned, options)]})
     if as_json:
-        print_json({"out": str(out), "suite_sha256": suite.digest(), "steps": lines})
+        print_json({"suite_sha256": suite.digest(), "steps": lines}, files={"out": out})
         return
     for line in lines:
         stdout.print(f"{line['id']}: {shlex.join(line['argv'])}", markup=False, highlight=False, soft_wrap=True)
@@ -114,7 +114,7 @@ def run_suite(
     records = run.run()
     result = summaries(suite, records)
     if as_json:
-        print_json({"reports": str(out), "manifest": str(out / MANIFEST_NAME), "summaries": result})
+        print_json(result, files={"reports": out, "manifest": out / MANIFEST_NAME})
     else:
         stderr.print(f"suite finished: {len(records)} steps, manifest {out / MANIFEST_NAME}", markup=False)
     return result

@@ -308,14 +308,7 @@ def train_command(
     if result.resumed_from:
         stderr.print(f"resumed after epoch {result.resumed_from} of {config.epochs}", markup=False)
     if as_json:
-        print_json(
-            {
-                "path": str(result.out),
-                "weights": str(result.weights),
-                "card": str(result.out / "card.json"),
-                "summary": figures,
-            }
-        )
+        print_json(figures, files={"run": result.out, "weights": result.weights, "card": result.out / "card.json"})
         return
     defended = " + ".join(config.defense_specs)
     print_summary(f"train: {model}{' + ' + defended if defended else ''} on {data}", figures)

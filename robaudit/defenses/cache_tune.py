@@ -13,7 +13,6 @@ beyond it).
 from __future__ import annotations
 
 import math
-import os
 from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
@@ -198,14 +197,12 @@ def write_grid(
     retrieval: str,
     k: int,
 ) -> None:
-    """The grid as Parquet (atomically), self-described like every report."""
+    """The grid as a report of kind ``cache-tune`` (through the one writer: atomic, locked, self-described)."""
     import pyarrow as pa
-    import pyarrow.parquet as pq
 
-    from ..reports.writer import METADATA_KEY, canonical_json
+    from ..reports.writer import write_table
 
     meta = {
-        "audit": "cache-tune",
         "cache": {
             "fingerprint": cache_meta["fingerprint"],
             "layers": cache_meta["layers"],
@@ -215,10 +212,6 @@ def write_grid(
         "retrieval": retrieval,
         "k": k if retrieval == "knn" else None,
         "data": {"spec": asdict(data_spec), "description": data_description},
-        "summary": summary,
         **environment(torch.device("cpu")),
     }
-    table = pa.Table.from_pylist(rows).replace_schema_metadata({METADATA_KEY: canonical_json(meta).encode()})
-    tmp = path.with_name(path.name + ".tmp")
-    pq.write_table(table, tmp)
-    os.replace(tmp, path)
+    write_table(path, pa.Table.from_pylist(rows), "cache-tune", summary, meta)

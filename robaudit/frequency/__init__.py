@@ -3,3 +3,5 @@ radial power spectra of perturbations with their median radial frequency f0.5 (:
 
 #: the unit of every frequency robaudit reports (numpy's fftfreq convention)
 UNITS = "cycles/pixel (axis Nyquist 0.5, corner 0.707)"
+#: the axis Nyquist frequency in those units: a normalized frequency f (1 = Nyquist) is f * NYQUIST
+NYQUIST = 0.5

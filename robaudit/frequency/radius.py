@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-NYQUIST = 0.5
+from . import NYQUIST
 
 
 def frequency_radius(n: int) -> np.ndarray:

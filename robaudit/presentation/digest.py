@@ -143,3 +143,41 @@ def run_metadata(variant: Variant) -> Table:
         ("finished", _span(sorted(str(v) for v in get("finished_at") if v))),
     ]
     return pairs("Run", rows)
+
+
+def verdict(variants: list[Variant]) -> list[str]:
+    """The page's opening paragraph, as sentences: per variant, its headline numbers in words and the flags it
+    raised; then what no report covers (the registered audits that were not run). Weights recorded as random
+    are said first: nothing else on such a page describes a real model."""
+    sentences: list[str] = []
+    for variant in variants:
+        numbers = key_numbers(variant)
+        masking = numbers.pop(MASKING_KEY, None)
+        shown = [f"{label} {value}" for label, value in list(numbers.items())[:VERDICT_NUMBERS] if value != "–"]
+        name = f"{variant.name}: " if len(variants) > 1 else ""
+        sentence = f"{name}{'; '.join(shown) or 'no headline number'}."
+        found = [f for report in flag_reports(variant) for f in report_flags(report)]
+        raised = [f.name for f in found if f.state == "raised"]
+        checked = sum(f.state != "not run" for f in found)
+        if raised:
+            sentence += f" Gradient masking suspected ({', '.join(raised)}): robust accuracies are upper bounds."
+        elif checked:
+            sentence += f" No gradient-masking symptom in {checked} checks."
+        elif masking is not None:
+            sentence += " Gradient masking not checked."
+        sentences.append(sentence)
+    run = {r.kind for v in variants for r in v.reports}
+    missing = [name for name in _registered_audits() if name not in run]
+    if missing:
+        sentences.append(f"Not covered here: {', '.join(missing)} (audits not run on these models).")
+    return sentences
+
+
+#: how many key numbers of a variant the verdict names
+VERDICT_NUMBERS = 5
+
+
+def _registered_audits() -> list[str]:
+    from .. import plugins
+
+    return list(plugins.audits.names())

@@ -23,8 +23,20 @@ if TYPE_CHECKING:
 
 EXAMPLES = 4
 EXAMPLE_SEVERITY = 3
-#: one corruption per group and frequency band
+#: at most this many corruptions are shown, preferring one per group and frequency band in this order
 CORRUPTIONS = ("gaussian_noise", "defocus_blur", "fog", "contrast")
+SHOWN_CORRUPTIONS = 4
+
+
+def example_corruptions(variant: Variant) -> list[str]:
+    """The corruptions the variant's reports measured (asked of their audits), at most SHOWN_CORRUPTIONS,
+    the preferred ones first: an eval-only variant shows none."""
+    measured: list[str] = []
+    for report in variant.reports:
+        if report.audit is not None:
+            measured += [n for n in report.audit.example_corruptions(report) if n not in measured]
+    preferred = [n for n in CORRUPTIONS if n in measured]
+    return [*preferred, *(n for n in measured if n not in preferred)][:SHOWN_CORRUPTIONS]
 
 
 def perturbations(variant: Variant) -> list[ExamplePerturbation]:
@@ -85,7 +97,7 @@ def example_images(variant: Variant, data: DataSpec | None) -> tuple[Figure | No
     if not len(batch.indices):
         return None, [*notes, f"example images not shown: images {indices} of {data.source!r} could not be decoded"]
     images = batch.images.float()
-    corrupted, problems = corrupted_images(images, list(CORRUPTIONS), _seed(variant))
+    corrupted, problems = corrupted_images(images, example_corruptions(variant), _seed(variant))
     if problems:
         notes.append(f"corrupted examples not shown: {'; '.join(problems)}")
     grid = ExampleGrid(dataset.class_names or [str(k) for k in range(dataset.num_classes)])

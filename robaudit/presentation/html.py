@@ -31,6 +31,7 @@ from .digest import (
     report_flags,
     report_tables,
     run_metadata,
+    verdict,
 )
 from .examples import EXAMPLE_SEVERITY, example_images
 
@@ -47,6 +48,7 @@ h1 { margin: 0.2rem 0; font-size: 1.7rem; }
 h2 { border-bottom: 2px solid #d0d7de; padding-bottom: 0.2rem; margin-top: 2.2rem; }
 h3 { margin-top: 1.6rem; }
 .sub { color: #57606a; margin: 0 0 1rem; }
+.verdict { font-size: 1.05rem; line-height: 1.5; margin: 0 0 1rem; }
 nav ul { columns: 2; font-size: 0.9rem; }
 table { border-collapse: collapse; margin: 0.6rem 0 1rem; font-size: 0.86rem; }
 caption { text-align: left; font-weight: 600; padding: 0.2rem 0; }
@@ -168,12 +170,12 @@ def flags_block(variant: Variant) -> str:
     raised = [f for f in found if f.state == "raised"]
     checked = [f for f in found if f.state != "not run"]
     if raised:
-        verdict = Flag("gradient masking suspected", "raised", f"{len(raised)} of {len(checked)} checks raised", "")
+        overall = Flag("gradient masking suspected", "raised", f"{len(raised)} of {len(checked)} checks raised", "")
     elif checked:
-        verdict = Flag("no gradient-masking symptom", "clear", f"all {len(checked)} checks run are clear", "")
+        overall = Flag("no gradient-masking symptom", "clear", f"all {len(checked)} checks run are clear", "")
     else:
-        verdict = Flag("gradient masking", "not run", "no check could be run on these reports", "")
-    return flag_box(verdict) + "".join(flag_box(f) for f in found)
+        overall = Flag("gradient masking", "not run", "no check could be run on these reports", "")
+    return flag_box(overall) + "".join(flag_box(f) for f in found)
 
 
 # -- the page ----------------------------------------------------------------------------------------------------
@@ -262,7 +264,8 @@ def render(folder: Folder, page: Page, title: str, data: DataSpec | None) -> str
         '<meta name="viewport" content="width=device-width, initial-scale=1">'
         f"<title>{e(title)}</title><style>{CSS}</style></head><body><main>"
         f'<header><h1>{e(title)}</h1><p class="sub">{folder.report_count} report(s) in '
-        f"{len(folder.variants)} variant(s) from {e(folder.root)}</p></header>"
+        f"{len(folder.variants)} variant(s) from {e(folder.root)}</p>"
+        f'<p class="verdict" data-section="verdict">{e(" ".join(verdict(folder.variants)))}</p></header>'
         f"<nav><ul>{nav}</ul></nav>{''.join(sections)}"
         f"<footer>Written by robaudit {e(__version__)}; figures also saved as PNG in {e(page.figures_dir)}.</footer>"
         "</main></body></html>\n"

@@ -14,6 +14,7 @@ from .digest import (
     report_flags,
     report_tables,
     run_metadata,
+    verdict,
 )
 
 MD_FLAG_MARKS = {"raised": "🔴 **raised**", "clear": "🟢 clear", "not run": "⚪ not run"}
@@ -68,6 +69,7 @@ def write_markdown(folder: Path | str) -> str:
     parts = [
         f"# robaudit report: {md_escape(name)}",
         f"{loaded.report_count} report(s) in {len(loaded.variants)} variant(s) under {md_escape(str(folder))}.",
+        md_escape(" ".join(verdict(loaded.variants))),
     ]
     if len(loaded.variants) > 1:
         parts += ["## Comparison", md_table(comparison_table(loaded.variants))]

@@ -82,9 +82,14 @@ def no_data(ax: Axes, message: str) -> None:
     ax.set_yticks([])
 
 
-def wrapped(label: str, width: int = 70) -> str:
-    """A long legend label (a defended model's description) wrapped onto several lines."""
-    return "\n".join(textwrap.wrap(label, width))
+#: a path with at least one folder (absolute, home-relative or relative): its last component is kept
+_PATH = re.compile(r"(?<![\w.])(?:[A-Za-z]:|~|\.{1,2})?(?:[/\\][^/\\\s,()=']+)*[/\\]([^/\\\s,()=']+)")
+
+
+def legend_label(label: str, width: int = 70) -> str:
+    """A legend label (a defended model's description) without the folders of the paths it names (a figure
+    is shared; its reader's folders are not the author's) and wrapped onto several lines."""
+    return "\n".join(textwrap.wrap(_PATH.sub(r"\1", label), width))
 
 
 def interval_bars_figure(

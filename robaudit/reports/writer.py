@@ -244,3 +244,17 @@ def prepare_folder(folder: Path, option: str = "--out") -> None:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise InputError(f"{option} {folder}: cannot create the folder ({exc.strerror or exc})") from None
+
+
+def write_table(path: Path, table: pa.Table, kind: str, summary: dict[str, Any], metadata: dict[str, Any]) -> Path:
+    """Write a table that is not an audit's rows (e.g. ``cache tune``'s grid) as a report of ``kind``:
+    atomically, with the same metadata envelope as an audit report and its ``summary`` stored with it (there
+    are no per-image rows to derive it from), under the report's lock. Report readers show it by its kind."""
+    from .lock import ReportLock
+
+    meta = {"format_version": FORMAT_VERSION, "kind": kind, "summary": summary, **metadata}
+    with ReportLock(path):
+        tmp = path.with_name(path.name + ".tmp")
+        pq.write_table(table.replace_schema_metadata({METADATA_KEY: canonical_json(meta).encode()}), tmp)
+        os.replace(tmp, path)
+    return path

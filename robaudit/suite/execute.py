@@ -32,7 +32,8 @@ from .references import PLACEHOLDER, check_name, lookup_result, map_strings, nam
 
 INTERRUPTED = 130
 #: keys of a command's --json output that name the file or folder it wrote
-REPORT_KEYS = ("report", "grid", "cache", "path")
+#: the roles in a step's ``files`` that name what it produced (the first one present is the step's report)
+REPORT_KEYS = ("report", "grid", "cache", "pca", "run", "reports")
 
 
 class StepFailed(RobauditError):
@@ -72,9 +73,8 @@ class StepRecord:
 
     @property
     def summary(self) -> Any:
-        if isinstance(self.result, dict) and isinstance(self.result.get("summary"), dict):
-            return self.result["summary"]
-        return self.result
+        """The ``result`` of the step's ``--json`` envelope (an audit's summary, ...)."""
+        return self.result.get("result") if isinstance(self.result, dict) else None
 
 
 class Reporter(Protocol):
@@ -176,11 +176,12 @@ def validate_plan(plan: list[PlannedStep], suite: Suite, root: Path) -> None:
 
 
 def report_of(result: Any, options: Mapping[str, Any]) -> str | None:
-    """The file or folder a step wrote: named in its JSON output, else its --out."""
-    if isinstance(result, dict):
+    """The file or folder a step wrote: named in the ``files`` of its JSON envelope, else its --out."""
+    files = result.get("files") if isinstance(result, dict) else None
+    if isinstance(files, dict):
         for key in REPORT_KEYS:
-            if isinstance(result.get(key), str):
-                return str(result[key])
+            if isinstance(files.get(key), str):
+                return str(files[key])
     out = options.get("out")
     return str(out) if isinstance(out, str) else None
 

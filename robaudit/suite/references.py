@@ -95,10 +95,12 @@ def lookup_result(name: str, result: Any, report: str | None, where: str) -> Any
     keys = name.split(".")[2:]
     if keys == ["report"] and report is not None:
         return report
-    summary = result.get("summary") if isinstance(result, dict) else None
-    for source in (summary, result):
+    # the step's --json envelope: its result first (an audit's summary), then the files it wrote
+    envelope = result if isinstance(result, dict) else {}
+    sources = [envelope.get("result"), envelope.get("files"), envelope]
+    for source in sources:
         found, value = dig(source, keys)
         if found:
             return value
-    known = sorted({*(summary or {}), *(result if isinstance(result, dict) else {}), "report"})
+    known = sorted({*(k for s in sources if isinstance(s, dict) for k in s), "report"})
     raise InputError(f"{where}: {{{name}}}: the step has no result {'.'.join(keys)!r}{suggest(keys[0], known)}")

@@ -15,6 +15,13 @@ class Result:
     out: str
     err: str
 
+    @property
+    def result(self) -> Any:
+        """The ``result`` of the command's ``--json`` envelope."""
+        import json
+
+        return json.loads(self.out)["result"]
+
 
 @pytest.fixture
 def cli(

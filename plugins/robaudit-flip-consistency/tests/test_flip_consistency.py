@@ -3,7 +3,6 @@ answer, and the command, HTML section and gate metric robaudit gives it without 
 
 from __future__ import annotations
 
-import json
 from importlib.metadata import entry_points
 from pathlib import Path
 
@@ -68,12 +67,12 @@ def test_command_page_and_gate_without_robaudit_naming_it(cli, tmp_path: Path) -
 
     result = cli("flip-consistency", "-m", "digits_cnn", "--limit", "16", "-o", tmp_path, "--json")
     assert result.code == 0, result.err
-    summary = json.loads(result.out)["summary"]
+    summary = result.result
     assert [f["flip"] for f in summary["flips"]] == ["horizontal", "vertical"]
     assert (tmp_path / "flip-consistency.png").is_file()
     again = cli("audit", "flip-consistency", "-m", "digits_cnn", "--limit", "16", "-O", "flips=vertical",
                 "-o", tmp_path / "generic", "--json")  # fmt: skip
-    assert again.code == 0 and [f["flip"] for f in json.loads(again.out)["summary"]["flips"]] == ["vertical"]
+    assert again.code == 0 and [f["flip"] for f in again.result["flips"]] == ["vertical"]
     assert 'data-section="flip-consistency"' in write_html(tmp_path).read_text(encoding="utf-8")
     metrics = collect_metrics(tmp_path)
     assert metrics["flip-consistency.horizontal.consistency"].samples == 16

@@ -135,7 +135,7 @@ class AttackAudit(Audit):
         "made_by": "string",
         "judged_by": "string",
         "attack": "string",
-        "check": "string",
+        "check_name": "string",
         "eps_mode": "string",
         "eps": "float64",
         "eps_abs": "float32",
@@ -258,6 +258,8 @@ class AttackAudit(Audit):
         for threat in threats:
             if threat not in THREATS:
                 raise InputError(f"--threat {threat!r}: choose from {', '.join(THREATS)}")
+        if isinstance(check_samples, bool) or not isinstance(check_samples, int) or check_samples < 1:
+            raise InputError(f"--check-samples must be an integer >= 1 (images per batch), got {check_samples!r}")
         if eps_mode not in EPS_MODES:
             raise InputError(f"--eps-mode {eps_mode!r}: choose from {', '.join(EPS_MODES)}")
         from ...attacks.base import build_attack
@@ -444,7 +446,7 @@ class AttackAudit(Audit):
                     member.adversarials,
                     member.success,
                     attack=member.name,
-                    check=MEMBER_CHECK,
+                    check_name=MEMBER_CHECK,
                     mask=member.attacked,
                     queries=member.queries,
                     **budget,
@@ -508,7 +510,7 @@ class AttackAudit(Audit):
             eps_mode="linf",
             eps=PIXEL_RANGE,
             eps_abs=full,
-            check="unbounded",
+            check_name="unbounded",
             subset=n,
         )
         for diagnostic in self.attacks[0].diagnose(model, xs, ys):
@@ -530,7 +532,7 @@ class AttackAudit(Audit):
             eps_mode=self.params["eps_mode"],
             eps=self.eps[-1],
             eps_abs=largest,
-            check="gradient-free",
+            check_name="gradient-free",
             subset=n,
         )
 
@@ -610,7 +612,7 @@ class _Rows:
         eps_mode: str,
         eps: float,
         eps_abs: torch.Tensor | None,
-        check: str | None = None,
+        check_name: str | None = None,
         subset: int | None = None,
         mask: torch.Tensor | None = None,
         queries: torch.Tensor | None = None,
@@ -632,7 +634,7 @@ class _Rows:
         kept = torch.where(source_success.view(-1, 1, 1, 1), adversarials, images)
         sizes = perturbation_sizes(kept, images)
         stored: dict[str, Any] = {}
-        if self.keep_perturbations and check is None:
+        if self.keep_perturbations and check_name is None:
             delta = (kept - images).detach().half().cpu().numpy()
             stored = {
                 "perturbation": [d.ravel() for d in delta],
@@ -649,7 +651,7 @@ class _Rows:
                 made_by=source,
                 judged_by=judge,
                 attack=attack,
-                check=check,
+                check_name=check_name,
                 eps_mode=eps_mode,
                 eps=eps,
                 eps_abs=eps_abs[keep].float().cpu().numpy() if eps_abs is not None else None,
@@ -688,7 +690,7 @@ class _Rows:
             made_by=model,
             judged_by=model,
             attack=attack,
-            check=VERDICT_PREFIX + diagnostic.name,
+            check_name=VERDICT_PREFIX + diagnostic.name,
             eps_mode=eps_mode,
             eps=eps,
             eps_abs=eps_abs[:n][keep].float().cpu().numpy() if eps_abs is not None else None,
@@ -707,7 +709,7 @@ class _Rows:
             threat="white",
             made_by=judge,
             judged_by=judge,
-            check=check,
+            check_name=check,
             clean_prediction=self.clean[judge][:n].cpu().numpy(),
             grad_norm=grad_norm.float().cpu().numpy(),
         )
@@ -718,7 +720,7 @@ class _Rows:
         "made_by",
         "judged_by",
         "attack",
-        "check",
+        "check_name",
         "eps_mode",
         "note",
         "perturbation",

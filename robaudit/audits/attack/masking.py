@@ -102,7 +102,7 @@ def _white(rows: pd.DataFrame) -> pd.DataFrame:
 
 
 def _checks(rows: pd.DataFrame, name: str) -> pd.DataFrame:
-    return rows[rows["check"] == name]
+    return rows[rows["check_name"] == name]
 
 
 def _rises(main: pd.DataFrame) -> Part:
@@ -233,7 +233,7 @@ def masking_flags(rows: pd.DataFrame) -> dict[str, dict[str, Any]]:
     for column in ("check_raised", "note", "queries"):  # reports written before these columns existed
         if column not in rows:
             rows = rows.assign(**{column: None})
-    main = rows[rows["check"].isna()]
+    main = rows[rows["check_name"].isna()]
     missing = (AUTOATTACK, None, "not run (AutoAttack's own check: --attack autoattack)")
     parts: dict[str, list[Part]] = {
         "accuracy_rises_with_eps": [_rises(main)],
@@ -416,7 +416,7 @@ def _evaluation(curves: list[dict[str, Any]], metadata: dict[str, Any]) -> list[
 
 def attack_summary(rows: pd.DataFrame, metadata: dict[str, Any]) -> dict[str, Any]:
     done = rows[~rows["skipped"].astype(bool)]
-    main = done[done["check"].isna()]
+    main = done[done["check_name"].isna()]
     params = metadata.get("identity", {}).get("params", {})
     summary: dict[str, Any] = {"images": int(main["index"].nunique()), "skipped": int(rows["skipped"].sum())}
     if params.get("minimal"):

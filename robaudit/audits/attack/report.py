@@ -246,7 +246,7 @@ def _num_classes(meta: Mapping[str, Any]) -> int | None:
 
 
 def _main_rows(rows: pd.DataFrame) -> pd.DataFrame:
-    return rows[~rows["skipped"].astype(bool) & rows["check"].isna()]
+    return rows[~rows["skipped"].astype(bool) & rows["check_name"].isna()]
 
 
 def clean_accuracies(rows: pd.DataFrame) -> dict[str, float]:

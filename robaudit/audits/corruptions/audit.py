@@ -245,6 +245,11 @@ class CorruptionsAudit(Audit):
         return (float(value), None) if isinstance(value, (int, float)) else None
 
     @classmethod
+    def example_corruptions(cls, report: Report) -> list[str]:
+        measured: Any = report.rows["corruption"].dropna().unique() if "corruption" in report.rows else []
+        return [str(n) for n in measured if str(n) in catalog.CATALOG]
+
+    @classmethod
     def figures(cls, report_: Report) -> list[FigureSpec]:
         return report.figures(report_)
 
