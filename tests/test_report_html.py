@@ -140,7 +140,8 @@ def test_suite_page_has_every_section_and_only_inline_resources(suite: Path, pag
     assert path == suite / "report.html"
     parsed = _parse(text)
     sections = {variant: {kind for v, kind in parsed.sections if v == variant} for variant in ("base", "blur")}
-    common = {"run", "key-numbers", "eval", "masking", "attack", "examples"}
+    # the untrained demo model: every variant's page says so first
+    common = {"caveats", "run", "key-numbers", "eval", "masking", "attack", "examples"}
     assert sections["base"] == common | {"spectrum", "hybrid", "jacobian", "fourier-map"}
     assert sections["blur"] == common
     assert (None, "comparison") in parsed.sections

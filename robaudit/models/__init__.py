@@ -18,7 +18,6 @@ every audit works in pixel space), freezes the parameters and puts the model in 
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import inspect
 import re
 from dataclasses import dataclass, field, replace
@@ -32,8 +31,18 @@ from torch import nn
 from .. import plugins
 from ..errors import InputError, suggest
 from ..registry import import_file, import_target
+from .caveats import (
+    RANDOM_WEIGHTS,
+    UNKNOWN_NORMALIZATION,
+    Caveat,
+    caveats_of,
+    has_state,
+    report_caveats,
+    state_sha256,
+    weights_differ,
+)
 from .finite import MONITOR
-from .weights import apply_state_dict, file_sha256, read_state_dict
+from .weights import apply_state_dict, check_weights_file, file_sha256, read_state_dict
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -75,6 +84,9 @@ class ModelBuild:
     preprocessing: Preprocessing
     num_classes: int
     pretrained_from: str | None = None
+    #: True: the factory initialized the weights randomly; False: it loaded them; None: it does not say,
+    #: and robaudit finds out by building the model twice (:mod:`robaudit.models.caveats`)
+    random_weights: bool | None = None
 
 
 @dataclass(frozen=True)
@@ -162,11 +174,12 @@ class LoadedModel:
     @cached_property
     def fingerprint(self) -> str:
         """sha256 over the base model's state (names, shapes, bytes), normalization included."""
-        digest = hashlib.sha256()
-        for key, tensor in self.base.state_dict().items():
-            digest.update(f"{key}:{tuple(tensor.shape)}:{tensor.dtype}".encode())
-            digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
-        return digest.hexdigest()
+        return state_sha256(self.base)
+
+    @property
+    def caveats(self) -> list[Caveat]:
+        """What a reader of this model's reports must know (random weights, unknown normalization)."""
+        return caveats_of(self.provenance)
 
     def __call__(self, pixels: torch.Tensor) -> torch.Tensor:
         return self.module(pixels)
@@ -234,13 +247,21 @@ def resolve_factory(name: str) -> tuple[Any, str, str]:
     return entry.load(), name, f"timm: ({entry.source})"
 
 
-def _build(name: str, spec: ModelSpec) -> tuple[ModelBuild, str]:
+@dataclass
+class _Built:
+    """A factory's result, where it came from, and how to build it again (for the weights probe)."""
+
+    build: ModelBuild
+    origin: str
+    bare: bool
+    construct: Any  # (seed) -> the factory's raw result
+
+
+def _build(name: str, spec: ModelSpec) -> _Built:
     factory, inner_name, origin = resolve_factory(name)
     kwargs: dict[str, Any] = {"pretrained": spec.pretrained}
     if spec.num_classes is not None:
         kwargs["num_classes"] = spec.num_classes
-    # Randomly initialized weights are drawn from a fixed seed, so that the same spec always gives the same
-    # model (reports and resumed runs rely on it); the global RNG state is left as it was.
     try:
         inspect.signature(factory).bind(inner_name, **kwargs)
     except TypeError as exc:
@@ -250,11 +271,17 @@ def _build(name: str, spec: ModelSpec) -> tuple[ModelBuild, str]:
         ) from None
     except ValueError:  # no signature to check (some builtins): the call itself will tell
         pass
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(0)
-        built = factory(inner_name, **kwargs)
+
+    def construct(seed: int) -> Any:
+        # Randomly initialized weights are drawn from a fixed seed, so that the same spec always gives the
+        # same model (reports and resumed runs rely on it); the global RNG state is left as it was.
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            return factory(inner_name, **kwargs)
+
+    built = construct(0)
     if isinstance(built, ModelBuild):
-        return built, origin
+        return _Built(built, origin, False, construct)
     if isinstance(built, nn.Module):
         # A bare module takes pixels directly unless --mean/--std say otherwise; its class count is
         # read from one forward pass at the declared input size.
@@ -267,8 +294,53 @@ def _build(name: str, spec: ModelSpec) -> tuple[ModelBuild, str]:
                 f"model {name!r} is a plain nn.Module and fails on a {size} input "
                 f"({str(exc).splitlines()[0]}); pass --input-size C,H,W"
             ) from exc
-        return ModelBuild(built, Preprocessing(input_size=size), int(out.shape[-1])), origin
+        return _Built(ModelBuild(built, Preprocessing(input_size=size), int(out.shape[-1])), origin, True, construct)
     raise InputError(f"model factory for {name!r} returned {type(built).__name__}, not a ModelBuild or nn.Module")
+
+
+#: the seed of the probe's second construction (the model itself is built under seed 0)
+PROBE_SEED = 1
+
+
+def _weights_origin(spec: ModelSpec, built: _Built) -> str:
+    """Where the audited weights come from (:mod:`.caveats`); builds the model a second time only when the
+    factory does not say whether its weights are random."""
+    build = built.build
+    if spec.weights is not None:
+        return "checkpoint"
+    if not has_state(build.backbone):
+        return "none"
+    if build.pretrained_from is not None:
+        return "pretrained"
+    if build.random_weights is not None:
+        return "random" if build.random_weights else "factory"
+    again = built.construct(PROBE_SEED)
+    other = again.backbone if isinstance(again, ModelBuild) else again
+    differ = isinstance(other, nn.Module) and weights_differ(build.backbone, other)
+    del again, other
+    return "random" if differ else "factory"
+
+
+def _caveats(spec: ModelSpec, built: _Built, weights_origin: str) -> list[Caveat]:
+    caveats = []
+    if weights_origin == "random":
+        if spec.pretrained:
+            why = (
+                f"it was asked for pretrained weights, but its factory ({built.origin}) ignored pretrained=True: "
+                "two constructions under different random seeds hold different parameters"
+            )
+        else:
+            why = "neither --pretrained nor --weights was given"
+        caveats.append(Caveat(RANDOM_WEIGHTS, f"random weights: {why}, so the audit measures an untrained network"))
+    if built.bare and spec.mean is None and spec.std is None:
+        caveats.append(
+            Caveat(
+                UNKNOWN_NORMALIZATION,
+                "unknown normalization: the factory returned a bare module, which is fed pixels in [0, 1] as they "
+                "are; pass --mean and --std if it expects normalized input",
+            )
+        )
+    return caveats
 
 
 def load_model(spec: ModelSpec, device: str = "auto", *, precision: str = "fp32") -> LoadedModel:
@@ -286,14 +358,28 @@ def load_model(spec: ModelSpec, device: str = "auto", *, precision: str = "fp32"
         # cuDNN tries its algorithms once per input shape and keeps the fastest: a fixed cost paid on the
         # first batch of a run, then never again (audits keep their batch shapes)
         torch.backends.cudnn.benchmark = True
-    build, origin = _build(spec.name, spec)
-    provenance: dict[str, Any] = {"model": spec.name, "resolved_by": origin, "pretrained_from": build.pretrained_from}
+    if spec.weights is not None:
+        check_weights_file(Path(spec.weights))  # a file of the wrong kind is found before the model is built
+    built = _build(spec.name, spec)
+    build = built.build
+    provenance: dict[str, Any] = {
+        "model": spec.name,
+        "resolved_by": built.origin,
+        "pretrained_from": build.pretrained_from,
+    }
     if spec.weights is not None:
         path = Path(spec.weights)
         state = read_state_dict(path, trust=spec.trust_checkpoint)
         apply_state_dict(build.backbone, state, source=str(path))
         provenance["weights"] = str(path)
         provenance["weights_sha256"] = file_sha256(path)
+    weights_origin = _weights_origin(spec, built)
+    caveats = _caveats(spec, built, weights_origin)
+    provenance["weights_origin"] = weights_origin
+    # the weights themselves, however they were loaded (a factory's own download has no file to hash)
+    provenance["parameters_sha256"] = state_sha256(build.backbone)
+    provenance["caveats"] = [c.as_dict() for c in caveats]
+    report_caveats(spec.name, caveats)
     pre = build.preprocessing
     pre = replace(
         pre,
