@@ -20,6 +20,7 @@ from __future__ import annotations
 import dataclasses
 import inspect
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from functools import cached_property
 from pathlib import Path
@@ -31,6 +32,7 @@ from torch import nn
 from .. import plugins
 from ..errors import InputError, suggest
 from ..registry import import_file, import_target
+from . import normalization
 from .caveats import (
     RANDOM_WEIGHTS,
     UNKNOWN_NORMALIZATION,
@@ -50,18 +52,21 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 
 @dataclass(frozen=True)
 class Preprocessing:
-    """How pixels are normalized for the backbone, and how raw images are brought to its input size."""
+    """How pixels are normalized for the backbone, and how raw images are brought to its input size.
 
-    mean: tuple[float, ...] = (0.0, 0.0, 0.0)
-    std: tuple[float, ...] = (1.0, 1.0, 1.0)
+    ``mean`` and ``std`` are per channel, or nested tuples of any shape that broadcasts to the input
+    (:mod:`.normalization`: a C×H×W mean image, say)."""
+
+    mean: tuple[Any, ...] = (0.0, 0.0, 0.0)
+    std: tuple[Any, ...] = (1.0, 1.0, 1.0)
     input_size: tuple[int, int, int] = (3, 224, 224)
     interpolation: str = "bilinear"
     crop_pct: float = 0.875
 
     def as_dict(self) -> dict[str, Any]:
         return {
-            "mean": list(self.mean),
-            "std": list(self.std),
+            "mean": normalization.describe(self.mean),
+            "std": normalization.describe(self.std),
             "input_size": list(self.input_size),
             "interpolation": self.interpolation,
             "crop_pct": self.crop_pct,
@@ -73,6 +78,10 @@ class Preprocessing:
         fields: dict[str, Any] = {
             k: tuple(v) if isinstance(v, list) else v for k, v in data.items() if k in cls.__dataclass_fields__
         }
+        for key in ("mean", "std"):
+            if key in data:  # a statistic recorded only by its hash cannot be rebuilt: the default stands in
+                stat = normalization.undescribe(data[key])
+                fields.pop(key) if stat is None else fields.__setitem__(key, stat)
         return cls(**fields)
 
 
@@ -98,8 +107,9 @@ class ModelSpec:
     weights: str | None = None
     trust_checkpoint: bool = False
     num_classes: int | None = None
-    mean: tuple[float, ...] | None = None
-    std: tuple[float, ...] | None = None
+    #: per-channel values, nested values of a broadcastable shape, or the path of a .npy file
+    mean: tuple[Any, ...] | str | None = None
+    std: tuple[Any, ...] | str | None = None
     input_size: tuple[int, int, int] | None = None
 
     @classmethod
@@ -111,8 +121,12 @@ class ModelSpec:
             raise InputError(
                 f"a recorded model spec is damaged ({f'unknown field(s) {unknown}' if unknown else 'no model name'})"
             )
-        fields: dict[str, Any] = {k: tuple(v) if isinstance(v, list) else v for k, v in data.items()}
+        fields: dict[str, Any] = {k: _tuples(v) if isinstance(v, list) else v for k, v in data.items()}
         return cls(**fields)
+
+
+def _tuples(value: list[Any]) -> tuple[Any, ...]:
+    return tuple(_tuples(v) if isinstance(v, list) else v for v in value)
 
 
 class Normalized(nn.Module):
@@ -125,27 +139,47 @@ class Normalized(nn.Module):
     autocast_dtype: torch.dtype | None = None
     channels_last: bool = False
 
-    def __init__(self, backbone: nn.Module, mean: tuple[float, ...], std: tuple[float, ...]) -> None:
+    def __init__(self, backbone: nn.Module, mean: tuple[Any, ...], std: tuple[Any, ...]) -> None:
         super().__init__()
-        if len(mean) != len(std):
-            raise InputError(f"mean {mean} and std {std} have different lengths")
-        if any(s <= 0 for s in std):
-            raise InputError(f"std must be positive, got {std}")
+        if (normalization.as_array(std) <= 0).any():
+            raise InputError(f"std must be positive, got {normalization.describe_short(std)}")
         self.backbone = backbone
         self.mean: torch.Tensor
         self.std: torch.Tensor
-        self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1))
-        self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1))
+        self.register_buffer("mean", normalization.to_tensor(mean, "mean"))
+        self.register_buffer("std", normalization.to_tensor(std, "std"))
+        #: the (H, W) a per-pixel statistic fixes, checked on every batch for a clear error
+        size = [max(a, b) for a, b in zip(self.mean.shape[2:], self.std.shape[2:], strict=True)]
+        self._pixel_size = tuple(size) if max(size) > 1 else None
 
     def forward(self, pixels: torch.Tensor) -> torch.Tensor:
-        x = (pixels - self.mean) / self.std
+        return self.run(self.backbone, pixels)
+
+    def run(self, backbone: Callable[[torch.Tensor], Any], pixels: torch.Tensor) -> Any:
+        """``backbone`` (this model's backbone, or a module sharing its weights, such as a feature extractor)
+        applied as the forward applies it: normalized input, the model's memory format and precision
+        (floating-point outputs, nested in dicts or not, come back in fp32)."""
+        x = self.normalize(pixels)
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         if self.autocast_dtype is None:
-            return self.backbone(x)
+            return backbone(x)
         with torch.autocast(x.device.type, dtype=self.autocast_dtype):
-            logits = self.backbone(x)
-        return logits.float()
+            out = backbone(x)
+        if isinstance(out, dict):
+            return {k: v.float() if torch.is_tensor(v) and v.is_floating_point() else v for k, v in out.items()}
+        return out.float()
+
+    def normalize(self, pixels: torch.Tensor) -> torch.Tensor:
+        """``(pixels - mean) / std``, with a clear error where a per-pixel statistic does not fit the batch."""
+        size = self._pixel_size
+        if size is not None and any(n not in (1, p) for n, p in zip(size, pixels.shape[-2:], strict=True)):
+            raise InputError(
+                f"the model's per-pixel normalization is {size[0]}x{size[1]} but the "
+                f"images are {pixels.shape[-2]}x{pixels.shape[-1]}; resize the data (imagefolder resizes to "
+                "--input-size) or give a statistic of matching size"
+            )
+        return (pixels - self.mean) / self.std
 
 
 @dataclass
@@ -383,10 +417,15 @@ def load_model(spec: ModelSpec, device: str = "auto", *, precision: str = "fp32"
     pre = build.preprocessing
     pre = replace(
         pre,
-        mean=spec.mean if spec.mean is not None else pre.mean,
-        std=spec.std if spec.std is not None else pre.std,
+        mean=normalization.read_stat(spec.mean, "--mean") if spec.mean is not None else pre.mean,
+        std=normalization.read_stat(spec.std, "--std") if spec.std is not None else pre.std,
         input_size=spec.input_size if spec.input_size is not None else pre.input_size,
     )
+    for option, stat in (("--mean", pre.mean), ("--std", pre.std)):
+        normalization.check_stat(stat, option, pre.input_size, positive=option == "--std")
+    files = {k: v for k, v in (("mean", spec.mean), ("std", spec.std)) if isinstance(v, str)}
+    if files:
+        provenance["normalization_files"] = files
     module = Normalized(build.backbone, pre.mean, pre.std).to(dev).eval()
     # Audits differentiate with respect to the input only; frozen parameters skip needless weight
     # gradients (a large saving for iterative attacks).
