@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -171,7 +172,14 @@ def layers_command(
         num_classes=num_classes,
         input_size=input_size,
     )
-    backbone = load_model(spec, "cpu").backbone
+    # listing names does not audit anything: the model's caveats (random weights...) would only be noise here
+    caveat_log = logging.getLogger("robaudit.models.caveats")
+    level = caveat_log.level
+    caveat_log.setLevel(logging.ERROR)
+    try:
+        backbone = load_model(spec, "cpu").backbone
+    finally:
+        caveat_log.setLevel(level)
     modules = {name: type(module).__name__ for name, module in backbone.named_modules() if name}
     try:
         nodes, problem = graph_nodes(backbone), None

@@ -124,7 +124,7 @@ def _source(name: str, pretrained: bool) -> tuple[str, bool]:
         return str(folder), True
     if name.startswith(("/", ".", "~")) or name.count("/") > 1:
         raise InputError(f"hf:{name}: no such folder (a repository id is org/name)")
-    what = f"transformers model {name}" + (" (weights and configuration)" if pretrained else " (its configuration)")
+    what = "pretrained weights of the transformers model" if pretrained else "the transformers model's config.json"
     offline = require_hf(
         name,
         _WEIGHT_FILES if pretrained else (),
