@@ -86,6 +86,7 @@ def test_truncated_torch_checkpoints_say_so(tiny_models: Path, tmp_path: Path) -
         assert "download or save it again" in str(error.value)
 
 
+@pytest.mark.filterwarnings("ignore:`torch.jit:FutureWarning")
 def test_torchscript_is_not_taken_for_a_state_dict(tmp_path: Path) -> None:
     path = tmp_path / "scripted.pt"
     torch.jit.save(torch.jit.script(torch.nn.Linear(2, 2)), str(path))
