@@ -139,3 +139,19 @@ def test_cli_takes_a_mean_image(cli: Any, tiny_models: Path, tmp_path: Path) -> 
     np.save(tmp_path / "wrong.npy", _stat((3, 30, 30), 0.0))
     wrong = cli("eval", "-m", f"{tiny_models}:tiny", "--mean", tmp_path / "wrong.npy", "-o", tmp_path / "y")
     assert wrong.code == 2 and "does not broadcast to the input 3x32x32" in wrong.err
+
+
+def test_statistic_files_are_read_before_the_model_is_built(tmp_path: Path) -> None:
+    marker = tmp_path / "built"
+    factory = tmp_path / "marking.py"
+    factory.write_text(
+        "from pathlib import Path\nfrom torch import nn\n\n\n"
+        "def net(name, *, pretrained=False, num_classes=None):\n"
+        f"    Path({str(marker)!r}).touch()\n"
+        "    return nn.Sequential(nn.Flatten(), nn.Linear(3 * 32 * 32, 10))\n"
+    )
+    (tmp_path / "bad.npy").write_text("not numpy")
+    for mean in (str(tmp_path / "missing.npy"), str(tmp_path / "bad.npy")):
+        with pytest.raises(InputError, match="--mean"):
+            load_model(ModelSpec(f"{factory}:net", mean=mean, input_size=(3, 32, 32)), "cpu")
+    assert not marker.exists()

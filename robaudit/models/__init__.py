@@ -79,9 +79,13 @@ class Preprocessing:
             k: tuple(v) if isinstance(v, list) else v for k, v in data.items() if k in cls.__dataclass_fields__
         }
         for key in ("mean", "std"):
-            if key in data:  # a statistic recorded only by its hash cannot be rebuilt: the default stands in
-                stat = normalization.undescribe(data[key])
-                fields.pop(key) if stat is None else fields.__setitem__(key, stat)
+            if key not in data:
+                continue
+            stat = normalization.undescribe(data[key])
+            if stat is None:  # a statistic recorded only by its hash cannot be rebuilt: the default stands in
+                fields.pop(key)
+            else:
+                fields[key] = stat
         return cls(**fields)
 
 
@@ -392,10 +396,21 @@ def load_model(spec: ModelSpec, device: str = "auto", *, precision: str = "fp32"
         # cuDNN tries its algorithms once per input shape and keeps the fastest: a fixed cost paid on the
         # first batch of a run, then never again (audits keep their batch shapes)
         torch.backends.cudnn.benchmark = True
+    # files of the wrong kind are found before the model is built
     if spec.weights is not None:
-        check_weights_file(Path(spec.weights))  # a file of the wrong kind is found before the model is built
+        check_weights_file(Path(spec.weights))
+    mean = normalization.read_stat(spec.mean, "--mean") if spec.mean is not None else None
+    std = normalization.read_stat(spec.std, "--std") if spec.std is not None else None
     built = _build(spec.name, spec)
     build = built.build
+    pre = replace(
+        build.preprocessing,
+        mean=mean if mean is not None else build.preprocessing.mean,
+        std=std if std is not None else build.preprocessing.std,
+        input_size=spec.input_size if spec.input_size is not None else build.preprocessing.input_size,
+    )
+    for option, stat in (("--mean", pre.mean), ("--std", pre.std)):
+        normalization.check_stat(stat, option, pre.input_size, positive=option == "--std")
     provenance: dict[str, Any] = {
         "model": spec.name,
         "resolved_by": built.origin,
@@ -414,15 +429,6 @@ def load_model(spec: ModelSpec, device: str = "auto", *, precision: str = "fp32"
     provenance["parameters_sha256"] = state_sha256(build.backbone)
     provenance["caveats"] = [c.as_dict() for c in caveats]
     report_caveats(spec.name, caveats)
-    pre = build.preprocessing
-    pre = replace(
-        pre,
-        mean=normalization.read_stat(spec.mean, "--mean") if spec.mean is not None else pre.mean,
-        std=normalization.read_stat(spec.std, "--std") if spec.std is not None else pre.std,
-        input_size=spec.input_size if spec.input_size is not None else pre.input_size,
-    )
-    for option, stat in (("--mean", pre.mean), ("--std", pre.std)):
-        normalization.check_stat(stat, option, pre.input_size, positive=option == "--std")
     files = {k: v for k, v in (("mean", spec.mean), ("std", spec.std)) if isinstance(v, str)}
     if files:
         provenance["normalization_files"] = files
