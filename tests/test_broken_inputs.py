@@ -481,6 +481,19 @@ CASES += [
         ],
         "cache",
     ),
+    # cache layers
+    ("cache layers: no --model", lambda ws, t: ["cache", "layers"], "--model"),
+    ("cache layers: unknown model", lambda ws, t: ["cache", "layers", "--model", "resnt18"], "did you mean"),
+    (
+        "cache layers: --weights not a checkpoint",
+        lambda ws, t: ["cache", "layers", "--model", ws.tiny, "--weights", file(t)],
+        "text file",
+    ),
+    (
+        "cache layers: --input-size not three numbers",
+        lambda ws, t: ["cache", "layers", "--model", ws.tiny, "--input-size", "3,32"],
+        "--input-size",
+    ),
     # cache tune and cache defenses with damaged caches
     ("cache tune: --cache missing", lambda ws, t: ["cache", "tune", "--cache", t / "none"], "does not exist"),
     ("cache tune: --cache is a file", lambda ws, t: ["cache", "tune", "--cache", file(t)], "does not exist"),

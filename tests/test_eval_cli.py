@@ -267,6 +267,13 @@ def test_demo_trains_offline_and_reports(cli, tmp_path: Path) -> None:  # type: 
     assert summaries["attack"]["gradient_masking"] is False
     for name in ("eval.parquet", "attack.parquet", "cache-penultimate/meta.json"):
         assert (tmp_path / "demo" / name).exists()
+    # the demo's model is trained here: real weights, nothing to warn about
+    from robaudit.reports.read import read_metadata
+
+    for name in ("eval.parquet", "attack.parquet"):
+        model = read_metadata(tmp_path / "demo" / name)["model"]
+        assert model["weights_origin"] == "pretrained" and model["caveats"] == []
+    assert "random weights" not in result.err
     cached = Path(os.environ["ROBAUDIT_CACHE"]) / "models" / "digits_cnn.pt"
     assert cached.exists()
     stamp = cached.stat().st_mtime_ns

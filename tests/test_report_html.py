@@ -142,7 +142,8 @@ def test_suite_page_has_every_section_and_only_inline_resources(suite: Path, pag
     assert path == suite / "report.html"
     parsed = _parse(text)
     sections = {variant: {kind for v, kind in parsed.sections if v == variant} for variant in ("base", "blur")}
-    common = {"run", "key-numbers", "eval", "masking", "attack", "examples"}
+    # the untrained demo model: every variant's page says so first
+    common = {"caveats", "run", "key-numbers", "eval", "masking", "attack", "examples"}
     assert sections["base"] == common | {"spectrum", "hybrid", "jacobian", "fourier-map"}
     assert sections["blur"] == common
     assert (None, "comparison") in parsed.sections
@@ -520,3 +521,13 @@ def test_legends_name_files_without_their_folders(label: str, shown: str) -> Non
     from robaudit.reports.plots import legend_label
 
     assert legend_label(label) == shown
+
+
+def test_the_verdict_says_first_when_weights_are_random(cli, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    from robaudit.presentation.digest import verdict
+
+    model = ["--model", "tv:mobilenet_v3_small", "--num-classes", 10]  # no --pretrained: random weights
+    ran = cli("eval", *model, "--data", "digits", "--limit", 8, "-o", tmp_path)
+    assert ran.code == 0, ran.err
+    (sentence, *_) = verdict(load_folder(tmp_path).variants)
+    assert sentence.startswith("random weights (an untrained network")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -25,7 +26,8 @@ def build_command(
         str,
         typer.Option(
             "--layers",
-            help="Key layers: module names or penultimate/logits/probs; join several with + (e.g. layer3.1+layer3.2).",
+            help="Key layers: module names, graph nodes (layer3.1.relu_1; `robaudit cache layers` lists both) or "
+            "penultimate/logits/probs; join several with + (e.g. layer3.1+layer3.2).",
             rich_help_panel=CACHE,
         ),
     ],
@@ -139,6 +141,68 @@ def build_command(
     else:
         print_summary(f"cache for {spec.name} on {meta['data']['description']}", summary)
         stderr.print(f"cache: {out} (use it with --defense cache:path={out},theta=50,lam=0.5)")
+
+
+@app.command("layers")
+def layers_command(
+    model: o.Model,
+    pattern: Annotated[
+        str | None, typer.Argument(help="Show only names containing this text (e.g. relu, layer3).")
+    ] = None,
+    pretrained: o.Pretrained = False,
+    weights: o.Weights = None,
+    trust_checkpoint: o.TrustCheckpoint = False,
+    num_classes: o.NumClasses = None,
+    input_size: o.InputSize = None,
+    as_json: o.Json = False,
+) -> None:
+    """List what `cache build --layers` can name: the model's modules (read with hooks, the fast path) and
+    the nodes of its traced graph (any intermediate value, e.g. a functional ReLU inside a residual block)."""
+    from rich.markup import escape
+    from rich.table import Table
+
+    from ..defenses.features import ALIASES, graph_nodes
+    from ..errors import InputError
+    from ..models import load_model
+    from .output import print_json, stdout
+
+    spec = o.model_spec(
+        model=model,
+        pretrained=pretrained,
+        weights=weights,
+        trust_checkpoint=trust_checkpoint,
+        num_classes=num_classes,
+        input_size=input_size,
+    )
+    # listing names does not audit anything: the model's caveats (random weights...) would only be noise here
+    caveat_log = logging.getLogger("robaudit.models.caveats")
+    level = caveat_log.level
+    caveat_log.setLevel(logging.ERROR)
+    try:
+        backbone = load_model(spec, "cpu").backbone
+    finally:
+        caveat_log.setLevel(level)
+    modules = {name: type(module).__name__ for name, module in backbone.named_modules() if name}
+    try:
+        nodes, problem = graph_nodes(backbone), None
+    except InputError as exc:
+        nodes, problem = [], str(exc)
+    rows = [(name, "module", kind) for name, kind in modules.items()]
+    rows += [(name, "graph node", "") for name in nodes if name not in modules]
+    rows += [(name, "alias", "") for name in ALIASES]
+    if pattern:
+        rows = [row for row in rows if pattern in row[0]]
+    if as_json:
+        print_json({"layers": [{"name": n, "kind": k, "module": m or None} for n, k, m in rows], "graph": problem})
+        return
+    table = Table(title=escape(f"layers of {spec.name}"), title_justify="left")
+    for column in ("name", "kind", "module"):
+        table.add_column(column, overflow="fold")
+    for row in rows:
+        table.add_row(*(escape(cell) for cell in row))
+    stdout.print(table)
+    if problem:
+        stdout.print(f"[yellow]no graph nodes:[/yellow] {escape(problem)}", highlight=False, soft_wrap=True)
 
 
 @app.command("tune")

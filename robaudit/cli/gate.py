@@ -36,6 +36,12 @@ def gate_command(
         bool,
         typer.Option("--allow-mismatch", help="Compare with a baseline measured on other data or images anyway."),
     ] = False,
+    allow_random_weights: Annotated[
+        bool,
+        typer.Option(
+            "--allow-random-weights", help="Judge reports of a model with random weights (refused otherwise)."
+        ),
+    ] = False,
     list_metrics: Annotated[
         bool, typer.Option("--list-metrics", help="List the metrics of the report folder and exit.")
     ] = False,
@@ -43,7 +49,8 @@ def gate_command(
 ) -> None:
     """Check reports against a policy: floors, ceilings, and drops against a baseline beyond sampling noise.
 
-    Exit codes: 0 passed (warnings allowed), 1 a fail-level rule failed, 2 bad policy, reports or baseline.
+    Exit codes: 0 passed (warnings allowed), 1 a fail-level rule failed, 2 bad policy, reports or baseline,
+    or a report of a model with random weights (unless --allow-random-weights).
 
     With $GITHUB_STEP_SUMMARY set (GitHub Actions), a Markdown table of the verdicts is appended to it.
     """
@@ -58,7 +65,13 @@ def gate_command(
     from ..gate.output import junit_xml, markdown, result_json
     from .output import print_json, stderr
 
-    result = evaluate(load_policy(policy), reports, baseline, allow_mismatch=allow_mismatch)
+    result = evaluate(
+        load_policy(policy),
+        reports,
+        baseline,
+        allow_mismatch=allow_mismatch,
+        allow_random_weights=allow_random_weights,
+    )
     if junit is not None:
         _write(junit, junit_xml(result), "--junit")
     summary_file = os.environ.get(SUMMARY_ENV)

@@ -54,8 +54,13 @@ MODEL_OPTIONS = (
         panel=MODEL,
     ),
     Option("num_classes", "Number of outputs of the classifier head.", type=int, panel=MODEL),
-    Option("mean", "Override the normalization mean, e.g. 0.5,0.5,0.5.", panel=MODEL),
-    Option("std", "Override the normalization std.", panel=MODEL),
+    Option(
+        "mean",
+        "Override the normalization mean: per channel (0.5,0.5,0.5) or a .npy file of any shape that broadcasts "
+        "to C,H,W (a mean image).",
+        panel=MODEL,
+    ),
+    Option("std", "Override the normalization std (numbers or a .npy file, as --mean).", panel=MODEL),
     Option("input_size", "Override the input size C,H,W, e.g. 3,224,224.", panel=MODEL),
     Option(
         "defense",
@@ -179,6 +184,19 @@ def floats(text: str | None, option: str, length: int | None = None) -> tuple[fl
     return values
 
 
+def statistic(text: str | None, option: str) -> tuple[float, ...] | str | None:
+    """``--mean``/``--std``: comma-separated numbers, or the path of a ``.npy`` file (read when the model is
+    loaded, where its shape is checked against the input)."""
+    if text is None:
+        return None
+    if text.endswith(".npy") or Path(text).is_file():
+        return text
+    try:
+        return floats(text, option)
+    except InputError:
+        raise InputError(f"{option} takes comma-separated numbers or a .npy file, got {text!r}") from None
+
+
 def model_spec(
     *,
     model: str,
@@ -200,8 +218,8 @@ def model_spec(
         weights=str(weights) if weights else None,
         trust_checkpoint=trust_checkpoint,
         num_classes=num_classes,
-        mean=floats(mean, "--mean"),
-        std=floats(std, "--std"),
+        mean=statistic(mean, "--mean"),
+        std=statistic(std, "--std"),
         input_size=tuple(int(v) for v in size) if size else None,  # type: ignore[arg-type]
     )
 

@@ -42,15 +42,17 @@ def show_command(
     info = Table(title=f"{path}", show_header=False, title_justify="left")
     info.add_column("key", style="bold")
     info.add_column("value")
-    model = meta.get("model", {})
+    model = meta.get("model") or {}
     # Columns with one value for the whole report (e.g. the defense) are shown once, above the rows.
     constant = [c for c in ("defense", "skip_reason") if c in head.columns and frame[c].nunique(dropna=False) <= 1]
     for key, value in [
         ("audit", meta.get("audit_repr")),
         ("rows", len(frame)),
         ("model", model.get("model")),
-        ("weights", model.get("weights")),
+        ("weights", " ".join(str(v) for v in (model.get("weights_origin"), model.get("weights")) if v) or None),
         ("weights sha256", model.get("weights_sha256")),
+        ("parameters sha256", model.get("parameters_sha256")),
+        *((f"caveat: {c.get('code')}", c.get("message")) for c in model.get("caveats") or [] if isinstance(c, dict)),
         ("data", meta.get("data", {}).get("description")),
         ("skipped images", meta.get("data", {}).get("skipped")),
         ("seed", meta.get("seed")),

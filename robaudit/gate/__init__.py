@@ -7,7 +7,8 @@ reports of the last release. Drops are judged against sampling noise (:mod:`.sta
 audit on a few different images does not fail a build, while a real regression does.
 :func:`evaluate` returns a :class:`GateResult`; :mod:`.output` renders it as JSON, JUnit XML and Markdown.
 Exit codes of ``robaudit gate``: 0 passed (warnings allowed), 1 a fail-level rule failed, 2 a bad policy,
-a missing metric or a baseline measured on other data.
+a missing metric, a baseline measured on other data or a report of a model with random weights (unless
+``--allow-random-weights``).
 """
 
 from __future__ import annotations

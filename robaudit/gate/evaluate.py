@@ -115,9 +115,17 @@ class _Target:
 
 
 def evaluate(
-    policy: Policy, reports: Path, baseline: Path | None = None, *, allow_mismatch: bool = False
+    policy: Policy,
+    reports: Path,
+    baseline: Path | None = None,
+    *,
+    allow_mismatch: bool = False,
+    allow_random_weights: bool = False,
 ) -> GateResult:
-    """Judge ``reports`` (a folder) by ``policy``; ``baseline`` (a folder) for the ``max_drop`` rules."""
+    """Judge ``reports`` (a folder) by ``policy``; ``baseline`` (a folder) for the ``max_drop`` rules.
+
+    Reports of a model with random weights (``model.weights_origin`` in their metadata) are refused, as
+    measuring an untrained network, unless ``allow_random_weights``."""
     current = _Folder(reports, "report")
     current.check_not_empty()
     base = _Folder(baseline, "baseline") if baseline is not None else None
@@ -132,6 +140,7 @@ def evaluate(
         _check_samples(targets, current, base, problems if not allow_mismatch else notes, allow_mismatch)
         if not any(rule.max_drop is not None for rule in policy.rules):
             notes.append("no rule has max_drop: the baseline was not compared")
+    _check_weights(targets, current, problems if not allow_random_weights else notes, allow_random_weights)
     if problems:
         raise InputError("; ".join(dict.fromkeys(problems)))
     outcomes = [_judge(t, policy.confidence, has_baseline=base is not None) for t in targets]
@@ -246,6 +255,21 @@ def _check_samples(targets: list[_Target], current: _Folder, base: _Folder, sink
             sink.append(
                 f"{where} was measured on other data or images than its baseline ({'; '.join(differences)}); {advice}"
             )
+
+
+def _check_weights(targets: list[_Target], current: _Folder, sink: list[str], allowed: bool) -> None:
+    """A report of a model with random weights measures an untrained network: it cannot pass a gate."""
+    seen: set[tuple[str | None, str]] = set()
+    for target in targets:
+        key = (target.variant, target.metric.report)
+        if key in seen:
+            continue
+        seen.add(key)
+        model = current.report(target.variant, target.metric.report).meta.get("model") or {}
+        if model.get("weights_origin") == "random":
+            where = current.path(target.variant) / target.metric.report
+            advice = "judged anyway (--allow-random-weights)" if allowed else "pass --allow-random-weights to judge it"
+            sink.append(f"{where} audits {model.get('model', 'a model')} with random weights; {advice}")
 
 
 def _judge(target: _Target, confidence: float, *, has_baseline: bool) -> Outcome:

@@ -18,9 +18,9 @@ every audit works in pixel space), freezes the parameters and puts the model in 
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import inspect
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from functools import cached_property
 from pathlib import Path
@@ -32,8 +32,19 @@ from torch import nn
 from .. import plugins
 from ..errors import InputError, suggest
 from ..registry import import_file, import_target
+from . import normalization
+from .caveats import (
+    RANDOM_WEIGHTS,
+    UNKNOWN_NORMALIZATION,
+    Caveat,
+    caveats_of,
+    has_state,
+    report_caveats,
+    state_sha256,
+    weights_differ,
+)
 from .finite import MONITOR
-from .weights import apply_state_dict, file_sha256, read_state_dict
+from .weights import apply_state_dict, check_weights_file, file_sha256, read_state_dict
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -41,18 +52,21 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 
 @dataclass(frozen=True)
 class Preprocessing:
-    """How pixels are normalized for the backbone, and how raw images are brought to its input size."""
+    """How pixels are normalized for the backbone, and how raw images are brought to its input size.
 
-    mean: tuple[float, ...] = (0.0, 0.0, 0.0)
-    std: tuple[float, ...] = (1.0, 1.0, 1.0)
+    ``mean`` and ``std`` are per channel, or nested tuples of any shape that broadcasts to the input
+    (:mod:`.normalization`: a C×H×W mean image, say)."""
+
+    mean: tuple[Any, ...] = (0.0, 0.0, 0.0)
+    std: tuple[Any, ...] = (1.0, 1.0, 1.0)
     input_size: tuple[int, int, int] = (3, 224, 224)
     interpolation: str = "bilinear"
     crop_pct: float = 0.875
 
     def as_dict(self) -> dict[str, Any]:
         return {
-            "mean": list(self.mean),
-            "std": list(self.std),
+            "mean": normalization.describe(self.mean),
+            "std": normalization.describe(self.std),
             "input_size": list(self.input_size),
             "interpolation": self.interpolation,
             "crop_pct": self.crop_pct,
@@ -64,6 +78,14 @@ class Preprocessing:
         fields: dict[str, Any] = {
             k: tuple(v) if isinstance(v, list) else v for k, v in data.items() if k in cls.__dataclass_fields__
         }
+        for key in ("mean", "std"):
+            if key not in data:
+                continue
+            stat = normalization.undescribe(data[key])
+            if stat is None:  # a statistic recorded only by its hash cannot be rebuilt: the default stands in
+                fields.pop(key)
+            else:
+                fields[key] = stat
         return cls(**fields)
 
 
@@ -75,6 +97,9 @@ class ModelBuild:
     preprocessing: Preprocessing
     num_classes: int
     pretrained_from: str | None = None
+    #: True: the factory initialized the weights randomly; False: it loaded them; None: it does not say,
+    #: and robaudit finds out by building the model twice (:mod:`robaudit.models.caveats`)
+    random_weights: bool | None = None
 
 
 @dataclass(frozen=True)
@@ -86,8 +111,9 @@ class ModelSpec:
     weights: str | None = None
     trust_checkpoint: bool = False
     num_classes: int | None = None
-    mean: tuple[float, ...] | None = None
-    std: tuple[float, ...] | None = None
+    #: per-channel values, nested values of a broadcastable shape, or the path of a .npy file
+    mean: tuple[Any, ...] | str | None = None
+    std: tuple[Any, ...] | str | None = None
     input_size: tuple[int, int, int] | None = None
 
     @classmethod
@@ -99,8 +125,12 @@ class ModelSpec:
             raise InputError(
                 f"a recorded model spec is damaged ({f'unknown field(s) {unknown}' if unknown else 'no model name'})"
             )
-        fields: dict[str, Any] = {k: tuple(v) if isinstance(v, list) else v for k, v in data.items()}
+        fields: dict[str, Any] = {k: _tuples(v) if isinstance(v, list) else v for k, v in data.items()}
         return cls(**fields)
+
+
+def _tuples(value: list[Any]) -> tuple[Any, ...]:
+    return tuple(_tuples(v) if isinstance(v, list) else v for v in value)
 
 
 class Normalized(nn.Module):
@@ -113,27 +143,47 @@ class Normalized(nn.Module):
     autocast_dtype: torch.dtype | None = None
     channels_last: bool = False
 
-    def __init__(self, backbone: nn.Module, mean: tuple[float, ...], std: tuple[float, ...]) -> None:
+    def __init__(self, backbone: nn.Module, mean: tuple[Any, ...], std: tuple[Any, ...]) -> None:
         super().__init__()
-        if len(mean) != len(std):
-            raise InputError(f"mean {mean} and std {std} have different lengths")
-        if any(s <= 0 for s in std):
-            raise InputError(f"std must be positive, got {std}")
+        if (normalization.as_array(std) <= 0).any():
+            raise InputError(f"std must be positive, got {normalization.describe_short(std)}")
         self.backbone = backbone
         self.mean: torch.Tensor
         self.std: torch.Tensor
-        self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1))
-        self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1))
+        self.register_buffer("mean", normalization.to_tensor(mean, "mean"))
+        self.register_buffer("std", normalization.to_tensor(std, "std"))
+        #: the (H, W) a per-pixel statistic fixes, checked on every batch for a clear error
+        size = [max(a, b) for a, b in zip(self.mean.shape[2:], self.std.shape[2:], strict=True)]
+        self._pixel_size = tuple(size) if max(size) > 1 else None
 
     def forward(self, pixels: torch.Tensor) -> torch.Tensor:
-        x = (pixels - self.mean) / self.std
+        return self.run(self.backbone, pixels)
+
+    def run(self, backbone: Callable[[torch.Tensor], Any], pixels: torch.Tensor) -> Any:
+        """``backbone`` (this model's backbone, or a module sharing its weights, such as a feature extractor)
+        applied as the forward applies it: normalized input, the model's memory format and precision
+        (floating-point outputs, nested in dicts or not, come back in fp32)."""
+        x = self.normalize(pixels)
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         if self.autocast_dtype is None:
-            return self.backbone(x)
+            return backbone(x)
         with torch.autocast(x.device.type, dtype=self.autocast_dtype):
-            logits = self.backbone(x)
-        return logits.float()
+            out = backbone(x)
+        if isinstance(out, dict):
+            return {k: v.float() if torch.is_tensor(v) and v.is_floating_point() else v for k, v in out.items()}
+        return out.float()
+
+    def normalize(self, pixels: torch.Tensor) -> torch.Tensor:
+        """``(pixels - mean) / std``, with a clear error where a per-pixel statistic does not fit the batch."""
+        size = self._pixel_size
+        if size is not None and any(n not in (1, p) for n, p in zip(size, pixels.shape[-2:], strict=True)):
+            raise InputError(
+                f"the model's per-pixel normalization is {size[0]}x{size[1]} but the "
+                f"images are {pixels.shape[-2]}x{pixels.shape[-1]}; resize the data (imagefolder resizes to "
+                "--input-size) or give a statistic of matching size"
+            )
+        return (pixels - self.mean) / self.std
 
 
 @dataclass
@@ -162,11 +212,12 @@ class LoadedModel:
     @cached_property
     def fingerprint(self) -> str:
         """sha256 over the base model's state (names, shapes, bytes), normalization included."""
-        digest = hashlib.sha256()
-        for key, tensor in self.base.state_dict().items():
-            digest.update(f"{key}:{tuple(tensor.shape)}:{tensor.dtype}".encode())
-            digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
-        return digest.hexdigest()
+        return state_sha256(self.base)
+
+    @property
+    def caveats(self) -> list[Caveat]:
+        """What a reader of this model's reports must know (random weights, unknown normalization)."""
+        return caveats_of(self.provenance)
 
     def __call__(self, pixels: torch.Tensor) -> torch.Tensor:
         return self.module(pixels)
@@ -234,13 +285,21 @@ def resolve_factory(name: str) -> tuple[Any, str, str]:
     return entry.load(), name, f"timm: ({entry.source})"
 
 
-def _build(name: str, spec: ModelSpec) -> tuple[ModelBuild, str]:
+@dataclass
+class _Built:
+    """A factory's result, where it came from, and how to build it again (for the weights probe)."""
+
+    build: ModelBuild
+    origin: str
+    bare: bool
+    construct: Any  # (seed) -> the factory's raw result
+
+
+def _build(name: str, spec: ModelSpec) -> _Built:
     factory, inner_name, origin = resolve_factory(name)
     kwargs: dict[str, Any] = {"pretrained": spec.pretrained}
     if spec.num_classes is not None:
         kwargs["num_classes"] = spec.num_classes
-    # Randomly initialized weights are drawn from a fixed seed, so that the same spec always gives the same
-    # model (reports and resumed runs rely on it); the global RNG state is left as it was.
     try:
         inspect.signature(factory).bind(inner_name, **kwargs)
     except TypeError as exc:
@@ -250,11 +309,17 @@ def _build(name: str, spec: ModelSpec) -> tuple[ModelBuild, str]:
         ) from None
     except ValueError:  # no signature to check (some builtins): the call itself will tell
         pass
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(0)
-        built = factory(inner_name, **kwargs)
+
+    def construct(seed: int) -> Any:
+        # Randomly initialized weights are drawn from a fixed seed, so that the same spec always gives the
+        # same model (reports and resumed runs rely on it); the global RNG state is left as it was.
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            return factory(inner_name, **kwargs)
+
+    built = construct(0)
     if isinstance(built, ModelBuild):
-        return built, origin
+        return _Built(built, origin, False, construct)
     if isinstance(built, nn.Module):
         # A bare module takes pixels directly unless --mean/--std say otherwise; its class count is
         # read from one forward pass at the declared input size.
@@ -267,8 +332,53 @@ def _build(name: str, spec: ModelSpec) -> tuple[ModelBuild, str]:
                 f"model {name!r} is a plain nn.Module and fails on a {size} input "
                 f"({str(exc).splitlines()[0]}); pass --input-size C,H,W"
             ) from exc
-        return ModelBuild(built, Preprocessing(input_size=size), int(out.shape[-1])), origin
+        return _Built(ModelBuild(built, Preprocessing(input_size=size), int(out.shape[-1])), origin, True, construct)
     raise InputError(f"model factory for {name!r} returned {type(built).__name__}, not a ModelBuild or nn.Module")
+
+
+#: the seed of the probe's second construction (the model itself is built under seed 0)
+PROBE_SEED = 1
+
+
+def _weights_origin(spec: ModelSpec, built: _Built) -> str:
+    """Where the audited weights come from (:mod:`.caveats`); builds the model a second time only when the
+    factory does not say whether its weights are random."""
+    build = built.build
+    if spec.weights is not None:
+        return "checkpoint"
+    if not has_state(build.backbone):
+        return "none"
+    if build.pretrained_from is not None:
+        return "pretrained"
+    if build.random_weights is not None:
+        return "random" if build.random_weights else "factory"
+    again = built.construct(PROBE_SEED)
+    other = again.backbone if isinstance(again, ModelBuild) else again
+    differ = isinstance(other, nn.Module) and weights_differ(build.backbone, other)
+    del again, other
+    return "random" if differ else "factory"
+
+
+def _caveats(spec: ModelSpec, built: _Built, weights_origin: str) -> list[Caveat]:
+    caveats = []
+    if weights_origin == "random":
+        if spec.pretrained:
+            why = (
+                f"it was asked for pretrained weights, but its factory ({built.origin}) ignored pretrained=True: "
+                "two constructions under different random seeds hold different parameters"
+            )
+        else:
+            why = "neither --pretrained nor --weights was given"
+        caveats.append(Caveat(RANDOM_WEIGHTS, f"random weights: {why}, so the audit measures an untrained network"))
+    if built.bare and spec.mean is None and spec.std is None:
+        caveats.append(
+            Caveat(
+                UNKNOWN_NORMALIZATION,
+                "unknown normalization: the factory returned a bare module, which is fed pixels in [0, 1] as they "
+                "are; pass --mean and --std if it expects normalized input",
+            )
+        )
+    return caveats
 
 
 def load_model(spec: ModelSpec, device: str = "auto", *, precision: str = "fp32") -> LoadedModel:
@@ -286,21 +396,42 @@ def load_model(spec: ModelSpec, device: str = "auto", *, precision: str = "fp32"
         # cuDNN tries its algorithms once per input shape and keeps the fastest: a fixed cost paid on the
         # first batch of a run, then never again (audits keep their batch shapes)
         torch.backends.cudnn.benchmark = True
-    build, origin = _build(spec.name, spec)
-    provenance: dict[str, Any] = {"model": spec.name, "resolved_by": origin, "pretrained_from": build.pretrained_from}
+    # files of the wrong kind are found before the model is built
+    if spec.weights is not None:
+        check_weights_file(Path(spec.weights))
+    mean = normalization.read_stat(spec.mean, "--mean") if spec.mean is not None else None
+    std = normalization.read_stat(spec.std, "--std") if spec.std is not None else None
+    built = _build(spec.name, spec)
+    build = built.build
+    pre = replace(
+        build.preprocessing,
+        mean=mean if mean is not None else build.preprocessing.mean,
+        std=std if std is not None else build.preprocessing.std,
+        input_size=spec.input_size if spec.input_size is not None else build.preprocessing.input_size,
+    )
+    for option, stat in (("--mean", pre.mean), ("--std", pre.std)):
+        normalization.check_stat(stat, option, pre.input_size, positive=option == "--std")
+    provenance: dict[str, Any] = {
+        "model": spec.name,
+        "resolved_by": built.origin,
+        "pretrained_from": build.pretrained_from,
+    }
     if spec.weights is not None:
         path = Path(spec.weights)
         state = read_state_dict(path, trust=spec.trust_checkpoint)
         apply_state_dict(build.backbone, state, source=str(path))
         provenance["weights"] = str(path)
         provenance["weights_sha256"] = file_sha256(path)
-    pre = build.preprocessing
-    pre = replace(
-        pre,
-        mean=spec.mean if spec.mean is not None else pre.mean,
-        std=spec.std if spec.std is not None else pre.std,
-        input_size=spec.input_size if spec.input_size is not None else pre.input_size,
-    )
+    weights_origin = _weights_origin(spec, built)
+    caveats = _caveats(spec, built, weights_origin)
+    provenance["weights_origin"] = weights_origin
+    # the weights themselves, however they were loaded (a factory's own download has no file to hash)
+    provenance["parameters_sha256"] = state_sha256(build.backbone)
+    provenance["caveats"] = [c.as_dict() for c in caveats]
+    report_caveats(spec.name, caveats)
+    files = {k: v for k, v in (("mean", spec.mean), ("std", spec.std)) if isinstance(v, str)}
+    if files:
+        provenance["normalization_files"] = files
     module = Normalized(build.backbone, pre.mean, pre.std).to(dev).eval()
     # Audits differentiate with respect to the input only; frozen parameters skip needless weight
     # gradients (a large saving for iterative attacks).

@@ -109,4 +109,4 @@ def digits_cnn(
         model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
         source = str(path)
     pre = Preprocessing(mean=DIGITS_MEAN, std=DIGITS_STD, input_size=(3, 32, 32), crop_pct=1.0)
-    return ModelBuild(model, pre, num_classes or 10, source)
+    return ModelBuild(model, pre, num_classes or 10, source, random_weights=not pretrained)

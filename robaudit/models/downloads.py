@@ -27,8 +27,11 @@ def host_reachable(host: str, port: int = 443, timeout: float = PROBE_TIMEOUT_S)
     return True
 
 
-def offline_help(what: str, *, hub: str = "torch", weights_help: bool = True) -> str:
-    """``what``, then how to supply the file without a network; ``hub`` is "hf" or "torch"."""
+def offline_help(what: str, *, hub: str = "torch", weights_help: bool = True, alternatives: str | None = None) -> str:
+    """``what``, then how to supply the file without a network; ``hub`` is "hf" or "torch"; ``alternatives``
+    replaces the generic advice (a source with its own ways, such as a local folder)."""
+    if alternatives is not None:
+        return f"{what}. To work offline: {alternatives}"
     if hub == "hf":
         from huggingface_hub import constants
 
@@ -48,14 +51,19 @@ def torch_hub_dir() -> str:
     return torch.hub.get_dir()
 
 
-def require_url(url: str, what: str, *, hub: str = "torch", weights_help: bool = True) -> None:
+def require_url(
+    url: str, what: str, *, hub: str = "torch", weights_help: bool = True, alternatives: str | None = None
+) -> None:
     """Raise a RunError now if ``url``'s host cannot be reached."""
     parsed = urlparse(url)
     host = parsed.hostname or url
     if not host_reachable(host, parsed.port or 443):
         raise RunError(
             offline_help(
-                f"{what} is not in the local cache and {host} cannot be reached", hub=hub, weights_help=weights_help
+                f"{what} is not in the local cache and {host} cannot be reached",
+                hub=hub,
+                weights_help=weights_help,
+                alternatives=alternatives,
             )
         )
 
@@ -79,7 +87,13 @@ def hf_endpoint() -> str:
 
 
 def require_hf(
-    repo_id: str, any_of: tuple[str, ...], what: str, *, all_of: tuple[str, ...] = (), weights_help: bool = True
+    repo_id: str,
+    any_of: tuple[str, ...],
+    what: str,
+    *,
+    all_of: tuple[str, ...] = (),
+    weights_help: bool = True,
+    alternatives: str | None = None,
 ) -> bool:
     """True when the files are cached (then use offline mode); else check the hub answers, or raise."""
     if hf_cached(repo_id, any_of, all_of):
@@ -92,9 +106,10 @@ def require_hf(
                 f"{what} ({repo_id}) is not in the Hugging Face cache and HF_HUB_OFFLINE is set",
                 hub="hf",
                 weights_help=weights_help,
+                alternatives=alternatives,
             )
         )
-    require_url(hf_endpoint(), f"{what} ({repo_id})", hub="hf", weights_help=weights_help)
+    require_url(hf_endpoint(), f"{what} ({repo_id})", hub="hf", weights_help=weights_help, alternatives=alternatives)
     return False
 
 

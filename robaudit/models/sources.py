@@ -66,7 +66,13 @@ def timm_model(name: str, *, pretrained: bool = False, num_classes: int | None =
     if pretrained:
         cfg = getattr(model, "pretrained_cfg", {}) or {}
         pretrained_from = cfg.get("hf_hub_id") or cfg.get("url") or name
-    return ModelBuild(model, _timm_preprocessing(model), int(model.num_classes), pretrained_from)  # type: ignore[arg-type]
+    return ModelBuild(
+        model,
+        _timm_preprocessing(model),
+        int(model.num_classes),  # type: ignore[arg-type]
+        pretrained_from,
+        random_weights=not pretrained,
+    )
 
 
 def _prepare_timm_download(name: str) -> bool:
@@ -152,4 +158,4 @@ def torchvision_model(
         interpolation=str(tf.interpolation.value),
         crop_pct=crop / resize,
     )
-    return ModelBuild(model, pre, int(classes), weights.url if pretrained else None)
+    return ModelBuild(model, pre, int(classes), weights.url if pretrained else None, random_weights=not pretrained)

@@ -1,7 +1,8 @@
 """Reading checkpoints safely and applying them with messages that say exactly what does not fit.
 
-Safetensors files are read directly. Anything else goes through ``torch.load(weights_only=True)``, which
-refuses pickles that would execute code; those load only when the user passes ``--trust-checkpoint``.
+The file's kind is recognized by its first bytes (:mod:`.formats`): safetensors files are read directly,
+PyTorch checkpoints go through ``torch.load(weights_only=True)``, which refuses pickles that would execute
+code; those load only when the user passes ``--trust-checkpoint``.
 Common wrappers are unwrapped: ``{"state_dict": ...}``, ``{"model": ...}``, ``{"model_state_dict": ...}``,
 ``{"module": ...}`` and the ``module.`` prefix that ``DataParallel`` adds to every key.
 """
@@ -17,6 +18,7 @@ import torch
 from torch import nn
 
 from ..errors import InputError
+from .formats import check_weights_file
 
 _NESTED_KEYS = ("state_dict", "model_state_dict", "model", "module", "net", "network")
 
@@ -67,11 +69,8 @@ def _unwrap(obj: Any, path: Path) -> dict[str, torch.Tensor]:
 
 def read_state_dict(path: Path, *, trust: bool = False) -> dict[str, torch.Tensor]:
     """The tensors of a checkpoint file, unwrapped, on the CPU."""
-    if not path.exists():
-        raise InputError(f"weights file {path} does not exist")
-    if not path.is_file():
-        raise InputError(f"weights path {path} is not a file")
-    if path.suffix == ".safetensors":
+    kind = check_weights_file(path)
+    if kind.reader == "safetensors":
         from safetensors.torch import load_file
 
         try:

@@ -19,6 +19,7 @@ from torch import nn
 
 from ..errors import InputError
 from . import LoadedModel, ModelSpec, Normalized, Preprocessing, resolve_device
+from .caveats import state_sha256
 from .finite import MONITOR
 
 #: the attribute of a module handed out by :func:`as_module` that leads back to its loaded model
@@ -54,7 +55,14 @@ def wrap_module(module: nn.Module, *, device: str = "auto", sample: torch.Tensor
         preprocessing=Preprocessing(input_size=tuple(int(s) for s in sample.shape[1:])),  # type: ignore[arg-type]
         num_classes=int(logits.shape[1]),
         device=dev,
-        provenance={"model": name, "resolved_by": "a Python object", "pretrained_from": None},
+        provenance={
+            "model": name,
+            "resolved_by": "a Python object",
+            "pretrained_from": None,
+            "weights_origin": "object",
+            "parameters_sha256": state_sha256(module),
+            "caveats": [],
+        },
     )
 
 

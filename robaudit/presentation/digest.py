@@ -17,6 +17,20 @@ from ..reports.folder import Report, Variant
 MASKING_KEY = "masking flags raised"
 
 
+def model_caveats(variant: Variant) -> list[Flag]:
+    """What the reports' models come with (random weights, unknown normalization): one raised flag per
+    distinct caveat, naming the reports that share it (:mod:`robaudit.models.caveats`)."""
+    found: dict[tuple[str, str], list[str]] = {}
+    for report in variant.reports:
+        for caveat in (report.meta.get("model") or {}).get("caveats") or []:
+            if isinstance(caveat, dict):
+                key = (str(caveat.get("code", "")), str(caveat.get("message", "")))
+                found.setdefault(key, []).append(report.name)
+    return [
+        Flag(f"model caveat: {code}", "raised", message, ", ".join(names)) for (code, message), names in found.items()
+    ]
+
+
 def report_tables(report: Report) -> list[Table]:
     """The key numbers of one report as tables."""
     audit = report.audit
@@ -119,7 +133,12 @@ def run_metadata(variant: Variant) -> Table:
         ", ".join(str(d.get("repr", d)) for d in (m.get("identity", {}).get("defenses") or [])) or "none" for m in metas
     ]
     sha = [i or m for i, m in zip(get("identity", "weights_sha256"), get("model", "weights_sha256"), strict=True)]
-    weights = [w or p for w, p in zip(get("model", "weights"), get("model", "pretrained_from"), strict=True)]
+    weights = [
+        " ".join(str(x) for x in (o, w or p) if x)
+        for o, w, p in zip(
+            get("model", "weights_origin"), get("model", "weights"), get("model", "pretrained_from"), strict=True
+        )
+    ]
     versions = [
         ", ".join(
             f"{k} {v}" for k, v in (m.get("versions") or {}).items() if k in ("robaudit", "torch", "python") and v
@@ -131,6 +150,7 @@ def run_metadata(variant: Variant) -> Table:
         ("model", _distinct(get("model", "model"))),
         ("weights", _distinct(weights)),
         ("weights sha256", _distinct(sha)),
+        ("parameters sha256", _distinct(get("model", "parameters_sha256"))),
         ("model fingerprint", _distinct(get("identity", "model_fingerprint"))),
         ("defenses", _distinct(defenses)),
         ("data", _distinct(get("data", "description"))),
@@ -155,7 +175,9 @@ def verdict(variants: list[Variant]) -> list[str]:
         masking = numbers.pop(MASKING_KEY, None)
         shown = [f"{label} {value}" for label, value in list(numbers.items())[:VERDICT_NUMBERS] if value != "–"]
         name = f"{variant.name}: " if len(variants) > 1 else ""
-        sentence = f"{name}{'; '.join(shown) or 'no headline number'}."
+        random = any((r.meta.get("model") or {}).get("weights_origin") == "random" for r in variant.reports)
+        warning = "random weights (an untrained network; these numbers describe no real model): " if random else ""
+        sentence = f"{name}{warning}{'; '.join(shown) or 'no headline number'}."
         found = [f for report in flag_reports(variant) for f in report_flags(report)]
         raised = [f.name for f in found if f.state == "raised"]
         checked = sum(f.state != "not run" for f in found)

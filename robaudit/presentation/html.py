@@ -28,6 +28,7 @@ from .digest import (
     flag_checkers,
     flag_reports,
     key_numbers,
+    model_caveats,
     report_flags,
     report_tables,
     run_metadata,
@@ -193,6 +194,9 @@ def variant_body(
         parts.append(section(kind, anchor, title, body, level))
         toc.append((anchor, title))
 
+    caveats = model_caveats(variant)
+    if caveats:
+        add("caveats", "Model caveats", "".join(flag_box(c) for c in caveats))
     add("run", "Run", html_table(run_metadata(variant), mono_columns=(1,), caption=False))
     key = Table("Key numbers", ["figure", "value"], [[k, v] for k, v in key_numbers(variant).items()])
     add("key-numbers", "Key numbers", html_table(key, caption=False))

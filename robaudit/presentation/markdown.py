@@ -11,6 +11,7 @@ from .digest import (
     flag_checkers,
     flag_reports,
     key_numbers,
+    model_caveats,
     report_flags,
     report_tables,
     run_metadata,
@@ -51,7 +52,12 @@ def _md_flags(variant: Variant) -> list[str]:
 
 def _md_variant(variant: Variant, level: int) -> list[str]:
     h = "#" * level
-    parts = [f"{h} Run", md_table(run_metadata(variant))]
+    caveats = model_caveats(variant)
+    parts = []
+    if caveats:
+        lines = [f"- ⚠️ **{md_escape(c.name)}** ({md_escape(c.report)}): {md_escape(c.evidence)}" for c in caveats]
+        parts += [f"{h} Model caveats", "\n".join(lines)]
+    parts += [f"{h} Run", md_table(run_metadata(variant))]
     parts += [f"{h} Key numbers", md_table(pairs("Key numbers", key_numbers(variant).items()))]
     parts += [f"{h} Gradient-masking checks", "\n".join(_md_flags(variant))]
     for report in variant.reports:

@@ -78,5 +78,7 @@ def test_command_page_and_gate_without_robaudit_naming_it(cli, tmp_path: Path) -
     assert metrics["flip-consistency.horizontal.consistency"].samples == 16
     policy = tmp_path / "gate.toml"
     policy.write_text('[[rule]]\ncheck = "flip-consistency.vertical.consistency >= 0"\n')
-    gate = cli("gate", tmp_path, "--policy", policy)
+    # the untrained demo model keeps the test fast; the gate judges it only when told to
+    assert cli("gate", tmp_path, "--policy", policy).code == 2
+    gate = cli("gate", tmp_path, "--policy", policy, "--allow-random-weights")
     assert gate.code == 0, gate.err
