@@ -44,7 +44,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from robaudit import corruptions
+from robaudit import corruption
 from robaudit.corruption import COMMON, NAMES, base
 from robaudit.errors import EXIT_GATE_FAILED, InputError, RobauditError, RunError, suggest
 
@@ -137,7 +137,7 @@ def ours_timer(images: torch.Tensor, name: str, severity: int, seed: int, param_
     def run() -> float:
         synchronize(images.device)
         start = time.perf_counter()
-        corruptions.corrupt(images, name, severity, seed=seed, param_set=param_set)
+        corruption.corrupt(images, name, severity, seed=seed, param_set=param_set)
         synchronize(images.device)
         return (time.perf_counter() - start) / images.shape[0]
 
@@ -329,11 +329,11 @@ def gpu_throughput(settings: Settings) -> float | None:
         if name not in base.REGISTRY:
             print(f"[cuda] {name} is not registered: no images/s figure", file=sys.stderr)
             return None
-        for severity in corruptions.SEVERITIES:
+        for severity in corruption.SEVERITIES:
             timer = ours_timer(images, name, severity, settings.seed, settings.param_set)
             timer()
             seconds_per_image += statistics.median(timer() for _ in range(settings.repeats))
-    return len(COMMON) * len(corruptions.SEVERITIES) / seconds_per_image
+    return len(COMMON) * len(corruption.SEVERITIES) / seconds_per_image
 
 
 def profile_slow(cells: list[Cell], settings: Settings, rows: int) -> None:
@@ -349,7 +349,7 @@ def profile_slow(cells: list[Cell], settings: Settings, rows: int) -> None:
             images = to_batch(pixels, settings.device)
             activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if settings.device.type == "cuda" else [])
             with profile(activities=activities) as prof:
-                corruptions.corrupt(images, name, worst.severity, seed=settings.seed, param_set=settings.param_set)
+                corruption.corrupt(images, name, worst.severity, seed=settings.seed, param_set=settings.param_set)
             print(f"\nprofile of {name} severity {worst.severity} at {size}x{size} (batch {images.shape[0]}):")
             print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=rows))
 
@@ -397,7 +397,7 @@ def per_size(value: int | None, sizes: list[int], small: int, large: int) -> dic
     """``value`` for every size, or the default for small (≤ 64 px, CIFAR-like) and large images."""
     if value is not None and value < 1:
         raise InputError(f"batch and image counts must be at least 1, got {value}")
-    return {s: value if value is not None else (small if s <= corruptions.CIFAR_MAX_SIDE else large) for s in sizes}
+    return {s: value if value is not None else (small if s <= corruption.CIFAR_MAX_SIDE else large) for s in sizes}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -432,8 +432,8 @@ def settings_from(args: argparse.Namespace) -> Settings:
         )
     sizes = parse_sizes(args.sizes)
     return Settings(
-        names=corruptions.resolve_names(args.corruptions),
-        severities=corruptions.parse_severities(args.severities),
+        names=corruption.resolve_names(args.corruptions),
+        severities=corruption.parse_severities(args.severities),
         sizes=sizes,
         # the GPU throughput figure is always taken at 224², whatever --sizes says
         batch=per_size(args.batch, [*sizes, TARGET_SIZE], small=256, large=64),
@@ -451,7 +451,7 @@ def run(args: argparse.Namespace) -> int:
     python = reference_python(args.reference_python)
     if args.threads is not None:
         torch.set_num_threads(args.threads)
-    corruptions._load()
+    corruption._load()
     missing = [n for n in settings.names if n not in base.REGISTRY]
     print(f"torch {torch.__version__}, device {settings.device}, {torch.get_num_threads()} CPU threads")
     if missing:

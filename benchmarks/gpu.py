@@ -56,7 +56,7 @@ import torch
 import torch.nn.functional as F
 from cache_forward import cache_overhead
 
-from robaudit import corruptions as catalog
+from robaudit import corruption as catalog
 from robaudit.attacks.base import build_attack
 from robaudit.audits.base import AuditBatch
 from robaudit.audits.corruptions import CorruptionsAudit

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from robaudit import corruptions as catalog
+from robaudit import corruption as catalog
 from robaudit.errors import InputError
 
 #: corruptions whose reference parameters are not monotone in pixel change (the reference's own errors are
