@@ -26,7 +26,7 @@ from robaudit.reports.metrics import Metric
 
 PACKAGE = Path(__file__).resolve().parents[1] / "robaudit"
 LAYERS = {
-    "__init__": 0,
+    "__init__": 5,  # the package's face: the Python API's names, loaded lazily (only __version__ below it)
     "__main__": 5,
     "errors": 0,
     "params": 0,
