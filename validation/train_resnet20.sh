@@ -12,6 +12,9 @@
 #    α = 10; RSA of each student's layer3 to the teacher's, and their noise curves. This checks the
 #    mechanism (RSA to the target rises with α), not the paper's neural result.
 #
+# Sizes can be reduced for a busy machine: N_HYBRID (500), N_MINIMAL (200), N_CORRUPT (300), SEVERITIES (1,3,5),
+# BLUR10 (1: also train σ = 1.0), SIM_LIMIT (5000), SIM_EPOCHS (2), N_RSA (300).
+#
 # Needs ROBAUDIT_VALIDATION_DATA (../shared/data) and the CIFAR-10 JPEGs extracted to CIFAR (an image folder
 # with train/ and test/). Usage: validation/train_resnet20.sh OUT [CIFAR]
 set -euo pipefail
@@ -37,11 +40,11 @@ audit() {  # NAME WEIGHTS
   [ -f "$dir/done" ] && return
   mkdir -p "$dir"
   timed robaudit eval -m cifar_resnet20 --weights "$weights" -d "$TEST" -o "$dir" --overwrite
-  timed robaudit hybrid -m cifar_resnet20 --weights "$weights" -d "$TEST" --limit 500 -o "$dir" --overwrite
-  timed robaudit attack -m cifar_resnet20 --weights "$weights" -d "$TEST" --limit 200 --minimal -a ddn:steps=50 \
+  timed robaudit hybrid -m cifar_resnet20 --weights "$weights" -d "$TEST" --limit "${N_HYBRID:-500}" -o "$dir" --overwrite
+  timed robaudit attack -m cifar_resnet20 --weights "$weights" -d "$TEST" --limit "${N_MINIMAL:-200}" --minimal -a ddn:steps=50 \
     --threat white --no-checks --save-perturbations "$dir/minimal.npz" -o "$dir" --overwrite
   timed robaudit spectrum -p "$dir/minimal.npz" -o "$dir" --overwrite
-  timed robaudit corruptions -m cifar_resnet20 --weights "$weights" -d "$TEST" --limit 300 --severities 1,3,5 \
+  timed robaudit corruptions -m cifar_resnet20 --weights "$weights" -d "$TEST" --limit "${N_CORRUPT:-300}" --severities "${SEVERITIES:-1,3,5}" \
     --noise-levels 0.02,0.04,0.08,0.12,0.16 -o "$dir" --overwrite
   touch "$dir/done"
 }
@@ -49,29 +52,29 @@ audit() {  # NAME WEIGHTS
 log "1. blur fine-tuning"
 train plain-ft
 train blur15 --defense blur:sigma=1.5
-train blur10 --defense blur:sigma=1.0
+[ "${BLUR10:-1}" = 1 ] && train blur10 --defense blur:sigma=1.0
 audit published "$W"
 audit plain-ft "$OUT/runs/plain-ft/model.safetensors"
 audit blur15 "$OUT/runs/blur15/model.safetensors"
-audit blur10 "$OUT/runs/blur10/model.safetensors"
+[ "${BLUR10:-1}" = 1 ] && audit blur10 "$OUT/runs/blur10/model.safetensors"
 
 log "2. similarity regularization (teacher: blur15's layer3)"
 TEACHER="teacher=cifar_resnet20,teacher_weights=$OUT/runs/blur15/model.safetensors,layer=layer3,layers=layer3"
 for variant in "a1:similarity:$TEACHER,weight=1" "a10:similarity:$TEACHER,weight=10" \
                "a10-shuffled:similarity:$TEACHER,weight=10,shuffle=true"; do
   name=${variant%%:*}
-  LIMIT=5000 EPOCHS=2 train "sim-$name" -r "${variant#*:}"
+  LIMIT=${SIM_LIMIT:-5000} EPOCHS=${SIM_EPOCHS:-2} train "sim-$name" -r "${variant#*:}"
 done
-LIMIT=5000 EPOCHS=2 train sim-a0
+LIMIT=${SIM_LIMIT:-5000} EPOCHS=${SIM_EPOCHS:-2} train sim-a0
 for name in a0 a1 a10 a10-shuffled; do
   dir=$OUT/similarity/$name
   [ -f "$dir/done" ] && continue
   mkdir -p "$dir"
   weights=$OUT/runs/sim-$name/model.safetensors
-  timed robaudit rsa -m cifar_resnet20 --weights "$weights" -d "$TEST" --limit 300 --layers layer3 \
+  timed robaudit rsa -m cifar_resnet20 --weights "$weights" -d "$TEST" --limit "${N_RSA:-300}" --layers layer3 \
     --target-model cifar_resnet20 --target-weights "$OUT/runs/blur15/model.safetensors" --target-layer layer3 \
     --bootstrap 200 -o "$dir" --overwrite
-  timed robaudit corruptions -m cifar_resnet20 --weights "$weights" -d "$TEST" --limit 300 -c gaussian_noise \
+  timed robaudit corruptions -m cifar_resnet20 --weights "$weights" -d "$TEST" --limit "${N_RSA:-300}" -c gaussian_noise \
     --severities 3 --noise-levels 0.02,0.04,0.08,0.12,0.16 -o "$dir" --overwrite
   touch "$dir/done"
 done
