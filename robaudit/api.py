@@ -147,7 +147,7 @@ def as_data(data: DataLike) -> tuple[str, Dataset | None]:
         held = data
     elif isinstance(data, (tuple, list)) and len(data) == 2:
         held = TensorDataset(*data)
-    elif hasattr(data, "__iter__") and (hasattr(data, "__getitem__") or hasattr(data, "dataset")):
+    elif hasattr(data, "__iter__") or (hasattr(data, "__getitem__") and hasattr(data, "__len__")):
         held = from_torch(data)
     else:
         raise InputError(

@@ -22,7 +22,7 @@ QUICK_AUDIT_ARGS: dict[str, list[str]] = {
     "corruptions": ["--corruptions", "gaussian_noise", "--severities", "1"],
     "spectrum": ["--attack", "ddn:steps=2"],
     "corruption-spectrum": ["--corruptions", "gaussian_noise"],
-    "rsa": ["--target-model", "digits_cnn", "--target-layer", "features.4", "--bootstrap", "5"],
+    "rsa": ["--target-model", "digits_cnn", "--target-pretrained", "--target-layer", "features.4", "--bootstrap", "5"],
 }
 
 

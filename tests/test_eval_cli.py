@@ -109,6 +109,8 @@ def test_ctrl_c_keeps_chunks_and_says_how_to_resume(tiny_models: Path, tmp_path:
     proc = subprocess.Popen(
         [sys.executable, "-m", "robaudit", *args],
         env={**os.environ, "TINY_SLOW": "0.1"},
+        # a shell's background job ignores SIGINT, and Python then keeps ignoring it: restore the default
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
         text=True,

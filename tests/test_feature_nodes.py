@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import textwrap
 from pathlib import Path
 from typing import Any
@@ -111,15 +110,15 @@ def test_untraceable_models_say_so(tmp_path: Path) -> None:
 def test_cache_build_on_graph_nodes_and_layer_listing(cli: Any, tmp_path: Path) -> None:
     listed = cli("cache", "layers", "-m", "cifar_resnet20", "relu_1", "--json")
     assert listed.code == 0, listed.err
-    names = {row["name"]: row["kind"] for row in json.loads(listed.out)["layers"]}
+    names = {row["name"]: row["kind"] for row in listed.result["layers"]}
     assert names["layer3.2.relu_1"] == "graph node" and len(names) == 9
-    every = json.loads(cli("cache", "layers", "-m", "cifar_resnet20", "--json").out)["layers"]
+    every = cli("cache", "layers", "-m", "cifar_resnet20", "--json").result["layers"]
     assert {"module", "graph node", "alias"} == {row["kind"] for row in every}
     out = tmp_path / "cache"
     built = cli("cache", "build", "-m", "cifar_resnet20", "--layers", "layer3.1.relu_1+layer3.2.relu_1", "-d",
                 "digits", "--split", "train", "--limit", 40, "-o", out, "--json")  # fmt: skip
     assert built.code == 0, built.err
-    assert json.loads(built.out)["summary"]["dim"] == 128
+    assert built.result["dim"] == 128
     audited = cli("eval", "-m", "cifar_resnet20", "-d", "digits", "--limit", 12, "--defense",
                   f"cache:path={out},theta=50,lam=0.5", "-o", tmp_path / "r", "--json")  # fmt: skip
     assert audited.code == 0, audited.err

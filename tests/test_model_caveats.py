@@ -3,7 +3,6 @@ warnings on stderr, the report metadata, the HTML and Markdown pages and the gat
 
 from __future__ import annotations
 
-import json
 import logging
 import textwrap
 from collections.abc import Callable
@@ -235,4 +234,4 @@ def test_gate_refuses_random_weights_unless_allowed(factories: Path, tmp_path: P
     allowed = cli("gate", root, "--policy", policy, "--allow-random-weights", "--json")
     assert allowed.code == 0, allowed.err
     assert "judged anyway" in allowed.err
-    assert json.loads(allowed.out)["counts"]["pass"] == 2
+    assert allowed.result["counts"]["pass"] == 2

@@ -69,6 +69,7 @@ class RSAAudit(Audit):
         Option("target", "A similarity target file (.npz: similarity or responses, x or ids).", type=Path),
         Option("target_model", "Or another model, whose --target-layer is the target."),
         Option("target_weights", "Checkpoint of the target model.", type=Path),
+        Option("target_pretrained", "Load the target model's pretrained weights.", default=False, type=bool),
         Option("target_layer", "The target model's layer."),
         Option(
             "target_defense",
@@ -129,6 +130,7 @@ class RSAAudit(Audit):
         target: Path | None = None,
         target_model: str | None = None,
         target_weights: Path | None = None,
+        target_pretrained: bool = False,
         target_defense: list[str] | None = None,
         **values: Any,
     ) -> RSAAudit:
@@ -142,7 +144,11 @@ class RSAAudit(Audit):
         loaded = None
         target_params = None
         if target_model is not None:
-            target_spec = ModelSpec(name=target_model, weights=str(target_weights) if target_weights else None)
+            target_spec = ModelSpec(
+                name=target_model,
+                pretrained=target_pretrained,
+                weights=str(target_weights) if target_weights else None,
+            )
             defenses = defenses_for_weights(target_weights, tuple(target_defense or ()))
             loaded = compose(load_model(target_spec, spec.device), list(defenses))
             target_params = {

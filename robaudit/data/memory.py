@@ -75,7 +75,9 @@ def from_torch(data: Any) -> TensorDataset:
     import torch
 
     images, labels = [], []
-    for item in data:
+    # a map-style Dataset (no __iter__) is read by index; an iterable one (or a DataLoader) by iterating
+    items = (data[i] for i in range(len(data))) if not hasattr(data, "__iter__") else data
+    for item in items:
         if not isinstance(item, (tuple, list)) or len(item) < 2:
             raise InputError(f"a {type(data).__name__} must yield (image, label) pairs, got {type(item).__name__}")
         x = torch.as_tensor(np.asarray(item[0])) if not isinstance(item[0], torch.Tensor) else item[0]
