@@ -14,14 +14,14 @@ import os
 import sys
 import traceback
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, NoReturn
 
 import click
 import typer
 from typer.core import TyperGroup
 
-from .. import __version__
-from ..errors import EXIT_INPUT, EXIT_RUNTIME, RobauditError
+from .. import __version__, distributed
+from ..errors import EXIT_INPUT, EXIT_RUNTIME, InputError, RobauditError
 from . import audit_commands, cache, corruptions, demo, listing, pca, report
 from .gate import gate_command
 from .run import run_command
@@ -223,12 +223,57 @@ def usage_message(exc: Exception) -> str:
     return f"{message} (see {context.command_path} --help)" if context is not None else message
 
 
+def command_path(command: Any, argv: list[str]) -> tuple[tuple[str, ...], Any]:
+    """The subcommand that ``argv`` names (its path and click command), following groups' defaults."""
+    context = command.context_class(command)
+    words = [w for i, w in enumerate(argv) if not w.startswith("-") and (i == 0 or argv[i - 1] not in GLOBAL_VALUES)]
+    path: list[str] = []
+    current = command
+    for word in words:
+        found = current.get_command(context, word) if hasattr(current, "get_command") else None
+        if found is None:
+            break
+        path.append(word)
+        current = found
+        if not hasattr(current, "get_command"):
+            break
+        following = words[len(path)] if len(words) > len(path) else None
+        if isinstance(current, AuditByDefault) and following not in current.commands:
+            path.append(audit_commands.AUDIT)
+            current = current.commands[audit_commands.AUDIT]
+            break
+    return tuple(path), current
+
+
+def check_launch(command: Any, argv: list[str]) -> None:
+    """Under torchrun only the commands that share their work among ranks may run (see robaudit.distributed)."""
+    if not distributed.world().active:
+        return
+    from ..suite.commands import runs_distributed
+
+    path, leaf = command_path(command, argv)
+    if path and not hasattr(leaf, "get_command") and not runs_distributed(path, leaf):
+        raise InputError(
+            f"robaudit {' '.join(path)} runs as a single process; start it without torchrun (under torchrun: "
+            "the audits, run and cache build)"
+        )
+
+
+def fail(message: str, code: int, *, kind: str = "error") -> NoReturn:
+    """Print ``robaudit: error: message`` (naming the rank under torchrun, which also records it) and exit."""
+    line = f"robaudit: {kind}: {distributed.error_line(message)}"
+    print(line, file=sys.stderr)
+    distributed.record_error(line)
+    sys.exit(code)
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point of the console script; never lets a traceback reach the user for a user error."""
     command = typer.main.get_command(app)
     argv = hoist_global_options(list(sys.argv[1:] if argv is None else argv))
     configure_logging(any(word in GLOBAL_FLAGS for word in argv))  # before plugin files load, as -v says
     try:
+        check_launch(command, argv)
         code = command.main(args=argv, prog_name="robaudit", standalone_mode=False)
     except _EXIT as exc:
         sys.exit(exc.exit_code)
@@ -236,31 +281,27 @@ def main(argv: list[str] | None = None) -> None:
         if type(exc).__name__ == "NoArgsIsHelpError":  # a bare group: its help is the answer
             exc.show()  # type: ignore[attr-defined]
         else:
-            print(f"robaudit: error: {usage_message(exc)}", file=sys.stderr)
+            fail(usage_message(exc), EXIT_INPUT)
         sys.exit(EXIT_INPUT)
     except (*_ABORT, KeyboardInterrupt):
         print(INTERRUPTED, file=sys.stderr)
         sys.exit(130)
-    except RobauditError as exc:
-        print(f"robaudit: error: {exc}", file=sys.stderr)
+    except distributed.PeerFailed as exc:  # the rank that failed says why; this one only stops
         sys.exit(exc.exit_code)
+    except RobauditError as exc:
+        fail(str(exc), exc.exit_code)
     except Exception as exc:
         if out_of_memory(exc):
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            print(
-                f"robaudit: error: out of memory ({first[:200]}); use a smaller --batch-size or another --device",
-                file=sys.stderr,
-            )
-            sys.exit(EXIT_RUNTIME)
+            fail(f"out of memory ({first[:200]}); use a smaller --batch-size or another --device", EXIT_RUNTIME)
         if os.environ.get("ROBAUDIT_DEBUG"):
             traceback.print_exc()
-        else:
-            print(
-                f"robaudit: internal error: {type(exc).__name__}: {exc} (set ROBAUDIT_DEBUG=1 for the traceback; "
-                "please report it)",
-                file=sys.stderr,
-            )
-        sys.exit(EXIT_RUNTIME)
+            sys.exit(EXIT_RUNTIME)
+        fail(
+            f"{type(exc).__name__}: {exc} (set ROBAUDIT_DEBUG=1 for the traceback; please report it)",
+            EXIT_RUNTIME,
+            kind="internal error",
+        )
     if isinstance(code, int) and code == 130:  # click turns Ctrl-C into a return value without standalone mode
         print(INTERRUPTED, file=sys.stderr)
     sys.exit(code if isinstance(code, int) else 0)

@@ -173,9 +173,14 @@ class LoadedModel:
 
 
 def resolve_device(device: str) -> torch.device:
-    """``auto`` picks CUDA when available; asking for CUDA without it is an input error."""
+    """``auto`` picks CUDA when available; asking for CUDA without it is an input error. Under torchrun,
+    ``auto`` and ``cuda`` mean this process's own GPU, ``cuda:LOCAL_RANK``."""
+    from ..distributed import cuda_device
+
     if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cuda":
+        device = cuda_device()
     try:
         dev = torch.device(device)
     except RuntimeError as exc:

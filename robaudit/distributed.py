@@ -1,0 +1,318 @@
+"""Running one robaudit command as several processes: torch.distributed, as ``torchrun`` launches it.
+
+``torchrun --nproc-per-node N -m robaudit eval ...`` starts N copies of the command with ``RANK``,
+``WORLD_SIZE`` and ``LOCAL_RANK`` (and the rendezvous address) in their environment. :func:`world` reads
+them; without them, or with a world of one, robaudit runs as the single process it always was and nothing
+here does anything.
+
+The unit of work is the chunk (see :mod:`robaudit.data`): chunks do not depend on the number of processes,
+so each rank takes its share of the chunks still to do, writes them into the report's shared
+``.partial/`` folder, and rank 0 joins them. That is why ``--resume`` continues a run with any number of
+ranks, and why a distributed report equals a single process's.
+
+Ranks meet only at a few fixed points of a command, and every rank reaches every point even when its own
+work failed: a *phase* (:func:`phase`) runs a piece of work on every rank (or on rank 0 only) and then
+exchanges the outcomes, so that either every rank goes on or every rank stops, with the first failing
+rank's message. Between those points ranks never wait for each other; a failed rank leaves a marker file
+(:func:`mark_failed`) that the others look for after each chunk, so they stop early instead of finishing
+their share for nothing. A rank that dies without a word (killed, out of memory) is noticed by the launcher
+(torchrun stops the other ranks) or, at the next meeting point, by the barrier, which waits at most
+``ROBAUDIT_DIST_TIMEOUT`` seconds and names the ranks that did not arrive.
+
+The process group uses gloo whatever the device: ranks exchange only small control messages (outcomes,
+chunk lists), never tensors, and gloo is the backend whose barrier can name a missing rank. Each rank
+computes on its own GPU, ``cuda:LOCAL_RANK`` (:func:`cuda_device`).
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import json
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+from typing import Any, TypeVar
+
+from .errors import EXIT_RUNTIME, InputError, RobauditError, RunError
+
+T = TypeVar("T")
+
+#: seconds a rank waits at a meeting point for the others (the slowest rank's last chunk must fit in it)
+TIMEOUT_ENV = "ROBAUDIT_DIST_TIMEOUT"
+DEFAULT_TIMEOUT = 1800.0
+#: the file name of a failed rank's marker in a run's ``.partial/`` folder
+FAILED_MARKER = "failed-rank-{rank}.json"
+
+
+@dataclass(frozen=True)
+class World:
+    """This process's place among the processes of one command: rank ``rank`` of ``size``."""
+
+    rank: int = 0
+    size: int = 1
+    local_rank: int = 0
+
+    @property
+    def active(self) -> bool:
+        """More than one process: the command's work is shared out."""
+        return self.size > 1
+
+    @property
+    def main(self) -> bool:
+        """Rank 0: the one that writes the report and prints."""
+        return self.rank == 0
+
+    def label(self) -> str:
+        return f"rank {self.rank} of {self.size}"
+
+
+class PeerFailed(RobauditError):
+    """Another rank failed; this rank stops with that rank's exit code and says nothing more (the failed rank
+    prints its own message)."""
+
+    def __init__(self, message: str, exit_code: int) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+def _int_env(name: str) -> int | None:
+    text = os.environ.get(name)
+    if text is None or text == "":
+        return None
+    try:
+        return int(text)
+    except ValueError:
+        raise InputError(f"the environment variable {name}={text!r} is not an integer; launch with torchrun") from None
+
+
+def world() -> World:
+    """The world this process belongs to, read from the environment torchrun (or srun, or a PyTorchJob) sets."""
+    size = _int_env("WORLD_SIZE")
+    if size is None or size <= 1:
+        return World()
+    rank = _int_env("RANK")
+    if rank is None or not 0 <= rank < size:
+        raise InputError(f"WORLD_SIZE={size} but RANK is {os.environ.get('RANK')!r}; launch with torchrun")
+    local = _int_env("LOCAL_RANK")
+    return World(rank, size, local if local is not None else 0)
+
+
+def timeout() -> float:
+    text = os.environ.get(TIMEOUT_ENV)
+    if not text:
+        return DEFAULT_TIMEOUT
+    try:
+        seconds = float(text)
+    except ValueError:
+        seconds = -1.0
+    if not seconds > 0:
+        raise InputError(f"{TIMEOUT_ENV} must be a number of seconds > 0, got {text!r}")
+    return seconds
+
+
+def init() -> World:
+    """Join the process group (once per process) and return the world; a no-op for a single process."""
+    here = world()
+    if not here.active:
+        return here
+    import torch.distributed as dist
+
+    if not dist.is_available():
+        raise InputError("this torch has no torch.distributed; run robaudit as one process")
+    if not dist.is_initialized():
+        for name in ("MASTER_ADDR", "MASTER_PORT"):
+            if not os.environ.get(name):
+                raise InputError(f"WORLD_SIZE is {here.size} but {name} is not set; launch with torchrun")
+        dist.init_process_group("gloo", timeout=timedelta(seconds=timeout()))
+        # a process group still alive when the interpreter exits aborts the process (gloo's threads)
+        atexit.register(_leave)
+    if (dist.get_rank(), dist.get_world_size()) != (here.rank, here.size):
+        raise RunError(
+            f"the process group has rank {dist.get_rank()} of {dist.get_world_size()}, the environment says "
+            f"{here.label()}"
+        )
+    return here
+
+
+def _leave() -> None:
+    import torch.distributed as dist
+
+    if dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def cuda_device() -> str:
+    """The CUDA device of this process: ``cuda:LOCAL_RANK`` among several processes, else ``cuda``."""
+    here = world()
+    return f"cuda:{here.local_rank}" if here.active else "cuda"
+
+
+# -- meeting points ------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Outcome:
+    """What one rank's part of a phase came to: a value, or the error it raised (as text and exit code)."""
+
+    ok: bool
+    value: Any = None
+    message: str = ""
+    exit_code: int = EXIT_RUNTIME
+    quiet: bool = False
+
+
+def _describe(exc: BaseException) -> _Outcome:
+    if isinstance(exc, PeerFailed):
+        return _Outcome(False, message=str(exc), exit_code=exc.exit_code, quiet=True)
+    if isinstance(exc, RobauditError):
+        return _Outcome(False, message=str(exc), exit_code=exc.exit_code)
+    if isinstance(exc, KeyboardInterrupt):
+        return _Outcome(False, message="interrupted", exit_code=130)
+    return _Outcome(False, message=f"{type(exc).__name__}: {exc}", exit_code=EXIT_RUNTIME)
+
+
+def _lost(what: str, exc: Exception) -> RunError:
+    first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    return RunError(
+        f"{world().label()} lost contact with the other ranks while {what} ({first[:300]}); another rank died "
+        "or stopped answering. Finished chunks are kept: run again with --resume (any number of processes)"
+    )
+
+
+def barrier(what: str) -> None:
+    """Wait for every rank (at most :func:`timeout` seconds); names the ranks that did not arrive."""
+    here = world()
+    if not here.active:
+        return
+    import torch.distributed as dist
+
+    try:
+        dist.monitored_barrier(timeout=timedelta(seconds=timeout()), wait_all_ranks=True)
+    except RuntimeError as exc:
+        raise _lost(what, exc) from exc
+
+
+def _exchange(outcome: _Outcome, what: str, *, gather: bool) -> list[_Outcome]:
+    import torch.distributed as dist
+
+    try:
+        if gather:
+            outcomes: list[Any] = [None] * world().size
+            dist.all_gather_object(outcomes, outcome)
+            return outcomes
+        box = [outcome]
+        dist.broadcast_object_list(box, src=0)
+        return box
+    except RuntimeError as exc:
+        raise _lost(what, exc) from exc
+
+
+def phase(what: str, work: Callable[[], T], *, on: str = "all", own_error: BaseException | None = None) -> T:
+    """Run ``work`` on every rank (``on="all"``) or on rank 0 (``on="main"``), then agree on the outcome.
+
+    Every rank returns its own value (with ``on="main"``, rank 0's value), or every rank raises: a rank
+    whose work failed raises its own exception, the others :class:`PeerFailed` with the first failing
+    rank's message. A single process just runs ``work``. ``what`` names the phase in messages.
+    """
+    here = world()
+    if not here.active:
+        return work()
+    error: BaseException | None = own_error
+    value: Any = None
+    if error is None and (on == "all" or here.main):
+        try:
+            value = work()
+        except BaseException as exc:  # every rank must reach the exchange, whatever went wrong here
+            error = exc
+    mine = _describe(error) if error is not None else _Outcome(True, value if on == "main" else None)
+    if on == "all":
+        barrier(what)
+    outcomes = _exchange(mine, what, gather=on == "all")
+    if error is not None:
+        raise error
+    failed = [(rank, o) for rank, o in enumerate(outcomes) if not o.ok]
+    if failed:
+        # the rank that failed first speaks; ranks that only stopped because of it say nothing
+        rank, outcome = next(((r, o) for r, o in failed if not o.quiet), failed[0])
+        source = rank if on == "all" else 0
+        raise PeerFailed(f"rank {source} failed: {outcome.message}", outcome.exit_code)
+    return value if on == "all" else outcomes[0].value
+
+
+def same_everywhere(value: str, what: str) -> None:
+    """Refuse to go on unless every rank has the same ``value`` (e.g. machines that see different files)."""
+    here = world()
+    if not here.active:
+        return
+    import torch.distributed as dist
+
+    values: list[Any] = [None] * here.size
+    try:
+        dist.all_gather_object(values, value)
+    except RuntimeError as exc:
+        raise _lost(f"comparing {what}", exc) from exc
+    differ = [rank for rank, v in enumerate(values) if v != values[0]]
+    if differ:
+        raise InputError(
+            f"rank {differ[0]} sees a different {what} than rank 0 (different files or options on its machine?); "
+            "every rank must see the same model, data and options"
+        )
+
+
+# -- early stop ----------------------------------------------------------------------------------------------
+
+
+def mark_failed(folder: Path, error: BaseException) -> None:
+    """Leave a marker saying this rank failed, so that ranks busy with their chunks stop at the next one."""
+    here = world()
+    if not here.active or isinstance(error, PeerFailed):
+        return
+    outcome = _describe(error)
+    try:
+        marker = folder / FAILED_MARKER.format(rank=here.rank)
+        tmp = marker.with_name(marker.name + ".tmp")
+        tmp.write_text(json.dumps({"rank": here.rank, "message": outcome.message, "exit_code": outcome.exit_code}))
+        os.replace(tmp, marker)
+    except OSError:  # the folder went away: the meeting point still tells every rank
+        pass
+
+
+def check_peers(folder: Path) -> None:
+    """Raise :class:`PeerFailed` if another rank left a failure marker in ``folder``."""
+    if not world().active:
+        return
+    for marker in sorted(folder.glob(FAILED_MARKER.format(rank="*"))):
+        try:
+            info = json.loads(marker.read_text())
+        except (OSError, ValueError):
+            continue
+        raise PeerFailed(f"rank {info.get('rank')} failed: {info.get('message')}", int(info.get("exit_code", 3)))
+
+
+def clear_markers(folder: Path) -> None:
+    """Remove failure markers that an earlier, failed run of the same report left (rank 0, at the start)."""
+    for marker in folder.glob(FAILED_MARKER.format(rank="*")):
+        marker.unlink(missing_ok=True)
+
+
+# -- messages ------------------------------------------------------------------------------------------------
+
+
+def error_line(message: str) -> str:
+    """``message`` prefixed with this rank when there are several."""
+    here = world()
+    return f"{here.label()}: {message}" if here.active else message
+
+
+def record_error(message: str) -> None:
+    """Hand the error to torchrun, which shows it as the job's root cause (``TORCHELASTIC_ERROR_FILE``)."""
+    path = os.environ.get("TORCHELASTIC_ERROR_FILE")
+    if not path or not world().active:
+        return
+    data = {"message": {"message": message, "extraInfo": {"py_callstack": message, "timestamp": str(int(time.time()))}}}
+    with contextlib.suppress(OSError):  # torchrun then shows the process's exit code only
+        Path(path).write_text(json.dumps(data))
