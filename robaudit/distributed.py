@@ -30,6 +30,8 @@ import atexit
 import contextlib
 import json
 import os
+import signal
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -130,12 +132,24 @@ def init() -> World:
         dist.init_process_group("gloo", timeout=timedelta(seconds=timeout()))
         # a process group still alive when the interpreter exits aborts the process (gloo's threads)
         atexit.register(_leave)
+        signal.signal(signal.SIGTERM, _stopped)
     if (dist.get_rank(), dist.get_world_size()) != (here.rank, here.size):
         raise RunError(
             f"the process group has rank {dist.get_rank()} of {dist.get_world_size()}, the environment says "
             f"{here.label()}"
         )
     return here
+
+
+def _stopped(signum: int, frame: Any) -> None:
+    """SIGTERM from the launcher: torchrun stops every rank when one of them ends with an error."""
+    print(
+        f"robaudit: {world().label()}: stopped by the launcher (another rank failed or the job was cancelled); "
+        "finished chunks are kept, continue with --resume",
+        file=sys.stderr,
+        flush=True,
+    )
+    os._exit(128 + signum)  # the report's lock is an OS lock: it goes with the process
 
 
 def _leave() -> None:
@@ -196,7 +210,7 @@ def barrier(what: str) -> None:
         raise _lost(what, exc) from exc
 
 
-def _exchange(outcome: _Outcome, what: str, *, gather: bool) -> list[_Outcome]:
+def _exchange(outcome: Any, what: str, *, gather: bool) -> list[Any]:
     import torch.distributed as dist
 
     try:
@@ -241,6 +255,26 @@ def phase(what: str, work: Callable[[], T], *, on: str = "all", own_error: BaseE
         source = rank if on == "all" else 0
         raise PeerFailed(f"rank {source} failed: {outcome.message}", outcome.exit_code)
     return value if on == "all" else outcomes[0].value
+
+
+def broadcast(value: Any, what: str) -> Any:
+    """Rank 0's ``value``, on every rank (the others pass anything); a single process gets ``value`` back."""
+    if not world().active:
+        return value
+    return _exchange(value, what, gather=False)[0]
+
+
+def gather(value: Any, what: str) -> list[Any]:
+    """Every rank's ``value``, in rank order, on every rank."""
+    if not world().active:
+        return [value]
+    return _exchange(value, what, gather=True)
+
+
+def error_of(exc: BaseException) -> tuple[str, int]:
+    """An exception as (message, exit code), to be sent to the other ranks."""
+    outcome = _describe(exc)
+    return outcome.message, outcome.exit_code
 
 
 def same_everywhere(value: str, what: str) -> None:

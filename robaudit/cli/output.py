@@ -97,13 +97,14 @@ def plain_progress(description: str, write: Callable[[str], None], every: float 
     """A progress hook ``(done, total)`` that writes a line at most every ``every`` seconds, and at the end."""
     started = time.monotonic()
     last = -math.inf
+    finished = False
 
     def hook(done: int, total: int) -> None:
-        nonlocal last
+        nonlocal last, finished
         now = time.monotonic()
-        if now - last < every and done < total:
+        if (now - last < every and done < total) or (finished and done >= total):
             return
-        last = now
+        last, finished = now, done >= total
         elapsed = now - started
         rate = done / elapsed if elapsed > 0 else 0.0
         eta = (total - done) / rate if rate > 0 else math.nan
