@@ -33,7 +33,7 @@ import os
 import signal
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -91,8 +91,25 @@ def _int_env(name: str) -> int | None:
         raise InputError(f"the environment variable {name}={text!r} is not an integer; launch with torchrun") from None
 
 
+#: set while rank 0 runs a command on its own (a suite step that does not share its work)
+_alone = False
+
+
+@contextlib.contextmanager
+def alone() -> Iterator[None]:
+    """Within this block the process acts as a single process (rank 0 running a step by itself)."""
+    global _alone
+    before, _alone = _alone, True
+    try:
+        yield
+    finally:
+        _alone = before
+
+
 def world() -> World:
     """The world this process belongs to, read from the environment torchrun (or srun, or a PyTorchJob) sets."""
+    if _alone:
+        return World()
     size = _int_env("WORLD_SIZE")
     if size is None or size <= 1:
         return World()

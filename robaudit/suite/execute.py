@@ -295,8 +295,11 @@ class SuiteRun:
         self, planned: PlannedStep, words: list[str]
     ) -> tuple[str, int, str | None, Exception | None, str]:
         """:meth:`_invoke`, on every rank for a command that shares its work among ranks (see above)."""
-        if not distributed.world().active or not planned.info.distributed:
+        if not distributed.world().active:
             return self._invoke(planned, words)
+        if not planned.info.distributed:  # the others wait for the next step meanwhile
+            with distributed.alone():
+                return self._invoke(planned, words)
         distributed.broadcast(("invoke", words, planned.id), f"starting step {planned.id}")
         status, code, error, failure, text = self._invoke(planned, words)
         outcomes = distributed.gather((status, code, error), f"finishing step {planned.id}")
