@@ -353,16 +353,24 @@ def clear_markers(folder: Path) -> None:
 # -- messages ------------------------------------------------------------------------------------------------
 
 
+def _known_world() -> World:
+    """:func:`world`, or a single process when the environment is broken (that error is being reported)."""
+    try:
+        return world()
+    except InputError:
+        return World()
+
+
 def error_line(message: str) -> str:
     """``message`` prefixed with this rank when there are several."""
-    here = world()
+    here = _known_world()
     return f"{here.label()}: {message}" if here.active else message
 
 
 def record_error(message: str) -> None:
     """Hand the error to torchrun, which shows it as the job's root cause (``TORCHELASTIC_ERROR_FILE``)."""
     path = os.environ.get("TORCHELASTIC_ERROR_FILE")
-    if not path or not world().active:
+    if not path or not _known_world().active:
         return
     data = {"message": {"message": message, "extraInfo": {"py_callstack": message, "timestamp": str(int(time.time()))}}}
     with contextlib.suppress(OSError):  # torchrun then shows the process's exit code only
