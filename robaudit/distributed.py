@@ -242,6 +242,16 @@ def _exchange(outcome: Any, what: str, *, gather: bool) -> list[Any]:
         raise _lost(what, exc) from exc
 
 
+#: seconds this process has spent in meeting points (:func:`phase`, :func:`same_everywhere`), work excluded
+_met = 0.0
+
+
+def meeting_seconds() -> float:
+    """Seconds spent so far at meeting points, waiting for the other ranks included (the work of a phase
+    run on rank 0 counts as waiting for the others)."""
+    return _met
+
+
 def phase(what: str, work: Callable[[], T], *, on: str = "all", own_error: BaseException | None = None) -> T:
     """Run ``work`` on every rank (``on="all"``) or on rank 0 (``on="main"``), then agree on the outcome.
 
@@ -252,17 +262,21 @@ def phase(what: str, work: Callable[[], T], *, on: str = "all", own_error: BaseE
     here = world()
     if not here.active:
         return work()
+    global _met
     error: BaseException | None = own_error
     value: Any = None
+    start = time.perf_counter()
     if error is None and (on == "all" or here.main):
         try:
             value = work()
         except BaseException as exc:  # every rank must reach the exchange, whatever went wrong here
             error = exc
+    worked = time.perf_counter() - start if on == "all" else 0.0
     mine = _describe(error) if error is not None else _Outcome(True, value if on == "main" else None)
     if on == "all":
         barrier(what)
     outcomes = _exchange(mine, what, gather=on == "all")
+    _met += time.perf_counter() - start - worked
     if error is not None:
         raise error
     failed = [(rank, o) for rank, o in enumerate(outcomes) if not o.ok]
@@ -301,11 +315,14 @@ def same_everywhere(value: str, what: str) -> None:
         return
     import torch.distributed as dist
 
+    global _met
     values: list[Any] = [None] * here.size
+    start = time.perf_counter()
     try:
         dist.all_gather_object(values, value)
     except RuntimeError as exc:
         raise _lost(f"comparing {what}", exc) from exc
+    _met += time.perf_counter() - start
     differ = [rank for rank, v in enumerate(values) if v != values[0]]
     if differ:
         raise InputError(

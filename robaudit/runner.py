@@ -15,7 +15,8 @@ what the audit takes (``Audit.inputs``: images in [0, 1], or perturbations).
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -89,6 +90,9 @@ class RunResult:
     model: LoadedModel | None = field(repr=False)
     #: what the audit's exports wrote, one message each
     exported: list[str] = field(default_factory=list)
+    #: seconds this process spent preparing (model, data, plan), computing its chunks, joining the report
+    #: (rank 0), and, under torchrun, at the meeting points with the other ranks (waiting for them included)
+    timings: dict[str, float] = field(default_factory=dict)
 
 
 def report_path(out_dir: Path, audit_name: str, shard: tuple[int, int]) -> Path:
@@ -208,8 +212,9 @@ def run_audit(
     # every rank prepares; if any of them cannot, every rank stops, with that rank's message
     run = distributed.phase("preparing the run", lambda: _prepare(audit, spec, out_dir, resume, overwrite))
     spec, model, chunks = run.spec, run.model, run.chunks
+    timings = {"prepare": time.perf_counter() - started}
     if world.active:
-        return _run_ranks(audit, run, resume=resume, overwrite=overwrite, progress=progress, started=started)
+        return _run_ranks(audit, run, resume=resume, overwrite=overwrite, progress=progress, timings=timings)
     writer = ReportWriter(run.path, audit.schema(), run.identity, resume=resume, overwrite=overwrite)
     with writer:
         if writer.complete:
@@ -224,13 +229,31 @@ def run_audit(
             )
         done = writer.verified_chunks({c.id: c.indices for c in chunks})
         todo = [c for c in chunks if c.id not in done]
-        _compute(audit, run, writer.write_chunk, todo, progress)
-        skipped = _skipped(sorted(writer.partial.glob("chunk-*.parquet")))
-        path = writer.finish(_metadata(audit, run, skipped))
+        with _timed(timings, "compute"):
+            _compute(audit, run, writer.write_chunk, todo, progress)
+        with _timed(timings, "join"):
+            skipped = _skipped(sorted(writer.partial.glob("chunk-*.parquet")))
+            path = writer.finish(_metadata(audit, run, skipped))
     exported = [export.write(path, export.target) for export in audit.exports()]
     return RunResult(
-        path, len(chunks), len(done & {c.id for c in chunks}), skipped, time.perf_counter() - started, model, exported
+        path,
+        len(chunks),
+        len(done & {c.id for c in chunks}),
+        skipped,
+        time.perf_counter() - started,
+        model,
+        exported,
+        timings,
     )
+
+
+@contextmanager
+def _timed(timings: dict[str, float], name: str) -> Iterator[None]:
+    start = time.perf_counter()
+    try:
+        yield
+    finally:
+        timings[name] = timings.get(name, 0.0) + time.perf_counter() - start
 
 
 def _prepare(audit: Audit, spec: RunSpec, out_dir: Path, resume: bool, overwrite: bool) -> _Run:
@@ -320,7 +343,7 @@ def _run_ranks(
     resume: bool,
     overwrite: bool,
     progress: ProgressHook | None,
-    started: float,
+    timings: dict[str, float],
 ) -> RunResult:
     """One run shared by the ranks of a torchrun job.
 
@@ -332,8 +355,10 @@ def _run_ranks(
     """
     from .reports.writer import ReportWriter, canonical_json, write_chunk_file
 
+    started = time.perf_counter() - timings["prepare"]
     world = distributed.world()
     chunks = run.chunks
+    meetings = distributed.meeting_seconds()
     distributed.same_everywhere(canonical_json(run.identity), "the run (model, data and options)")
     writer: ReportWriter | None = None
 
@@ -360,14 +385,15 @@ def _run_ranks(
             hook = _all_ranks_progress(progress, writer, todo, mine) if writer is not None else progress
             error: BaseException | None = None
             try:
-                _compute(
-                    audit,
-                    run,
-                    lambda chunk_id, table: write_chunk_file(partial, schema, chunk_id, table),
-                    mine,
-                    hook,
-                    after_chunk=lambda: distributed.check_peers(partial),
-                )
+                with _timed(timings, "compute"):
+                    _compute(
+                        audit,
+                        run,
+                        lambda chunk_id, table: write_chunk_file(partial, schema, chunk_id, table),
+                        mine,
+                        hook,
+                        after_chunk=lambda: distributed.check_peers(partial),
+                    )
             except BaseException as exc:  # the others stop at their next chunk, then every rank meets below
                 error = exc
                 distributed.mark_failed(partial, exc)
@@ -380,14 +406,17 @@ def _run_ranks(
             assert writer is not None
             if complete:
                 return _skipped([writer.path]), [export.write(writer.path, export.target) for export in audit.exports()]
-            skipped = _skipped(sorted(writer.partial.glob("chunk-*.parquet")))
-            path = writer.finish({**_metadata(audit, run, skipped), "processes": world.size})
+            with _timed(timings, "join"):
+                skipped = _skipped(sorted(writer.partial.glob("chunk-*.parquet")))
+                path = writer.finish({**_metadata(audit, run, skipped), "processes": world.size})
             return skipped, [export.write(path, export.target) for export in audit.exports()]
 
         skipped, exported = distributed.phase("writing the report", finish, on="main")
     finally:
         if writer is not None:
             writer.close()
+    # the meetings' own time; rank 0's join is inside its last meeting, and counted as the join only
+    timings["meet"] = distributed.meeting_seconds() - meetings - timings.get("join", 0.0)
     return RunResult(
         run.path,
         len(chunks),
@@ -396,6 +425,7 @@ def _run_ranks(
         time.perf_counter() - started,
         run.model,
         exported if world.main else [],
+        timings,
     )
 
 
