@@ -95,6 +95,10 @@ def _workload(args: argparse.Namespace) -> dict[str, Any]:
     return {**{k: getattr(args, k) for k in keys}, "threads": args.threads}
 
 
+#: the parts of a rank's run, as RunResult.timings names them
+PARTS = (("prepare", "prepare"), ("compute", "compute"), ("meet", "meetings"), ("join", "join"))
+
+
 def overhead(rank: dict[str, float]) -> float:
     """The share of a rank's run that is coordination and joining (neither preparing nor computing)."""
     run = rank["seconds"] - rank.get("prepare", 0.0)
@@ -153,17 +157,12 @@ def main(argv: list[str] | None = None) -> int:
         threads = args.threads or "default"
         print(f"workload: {args.attack} attack audit, {args.model} on {args.data} ({args.split}), device {args.device}")
         print(f"processes: 1 vs {args.processes}, torch threads per process: {threads}, repeats: {args.repeats}")
-        print(
-            f"run time (rank 0, best):  1: {run_1:.2f} s   {args.processes}: {run_n:.2f} s   speed-up {run_1 / run_n:.2f}x"
-        )
-        print(
-            f"job wall time (best):     1: {wall_1:.2f} s   {args.processes}: {wall_n:.2f} s   speed-up {wall_1 / wall_n:.2f}x"
-        )
+        n = args.processes
+        print(f"run time (rank 0, best):  1: {run_1:.2f} s   {n}: {run_n:.2f} s   speed-up {run_1 / run_n:.2f}x")
+        print(f"job wall time (best):     1: {wall_1:.2f} s   {n}: {wall_n:.2f} s   speed-up {wall_1 / wall_n:.2f}x")
         for rank in best["ranks"]:
-            print(
-                f"  rank {rank['rank']}: prepare {rank.get('prepare', 0):.2f} s, compute {rank.get('compute', 0):.2f} s, "
-                f"meetings {rank.get('meet', 0):.2f} s, join {rank.get('join', 0):.2f} s; overhead {100 * overhead(rank):.1f} %"
-            )
+            parts = ", ".join(f"{name} {rank.get(key, 0.0):.2f} s" for key, name in PARTS)
+            print(f"  rank {rank['rank']}: {parts}; overhead {100 * overhead(rank):.1f} %")
         print(f"overhead per rank: median {100 * statistics.median(shares):.1f} %, max {100 * max(shares):.1f} %")
         print(f"reports identical to the single process's: {same}")
         missed = not same
