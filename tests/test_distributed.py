@@ -15,14 +15,39 @@ import sys
 import textwrap
 import time
 from pathlib import Path
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
 DIGITS = ["--model", "digits_cnn", "--pretrained", "--data", "digits"]
-#: a PGD audit slow enough on digits that a rank can be killed in the middle of it
-ATTACK = ["attack", *DIGITS, "--limit", 120, "--chunk-size", 10, "--eps", "0.03"]
+#: the digits CNN, made as slow as SLOW_FORWARD (seconds per forward pass) says: a run that a test can
+#: interrupt in its middle, whatever the speed of the machine
+SLOW_DIGITS = """
+import os
+import time
+
+import torch
+
+from robaudit.models import ModelBuild
+from robaudit.models.demo import digits_cnn
+
+
+class Slow(torch.nn.Module):
+    def __init__(self, inner):
+        super().__init__()
+        self.inner = inner
+
+    def forward(self, x):
+        time.sleep(float(os.environ.get("SLOW_FORWARD", "0")))
+        return self.inner(x)
+
+
+def digits(name, *, pretrained=False, num_classes=None):
+    build = digits_cnn(pretrained=True)
+    return ModelBuild(Slow(build.backbone), build.preprocessing, build.num_classes)
+"""
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -33,9 +58,17 @@ def _trained_digits() -> None:
     digits_cnn(pretrained=True)
 
 
-def torchrun(
-    processes: int, *args: object, wait: bool = True
-) -> subprocess.Popen[str] | subprocess.CompletedProcess[str]:
+@pytest.fixture(scope="module")
+def attack_args(tmp_path_factory: pytest.TempPathFactory) -> list[object]:
+    """A PGD audit of the digits CNN in 10 chunks (slowed down by SLOW_FORWARD where a test sets it)."""
+    models = tmp_path_factory.mktemp("models") / "slow_digits.py"
+    models.write_text(textwrap.dedent(SLOW_DIGITS))
+    model = ["--model", f"{models}:digits", "--data", "digits"]
+    return ["attack", *model, "--limit", 80, "--chunk-size", 8, "--eps", 0.03, "--attack", "pgd:steps=5", "--no-checks"]
+
+
+def torchrun(processes: int, *args: object, wait: bool = True, slow: float = 0.0) -> Any:
+    """``torchrun --nproc-per-node PROCESSES -m robaudit ARGS``: finished (CompletedProcess), or started (Popen)."""
     command = [
         sys.executable,
         "-m",
@@ -47,7 +80,7 @@ def torchrun(
         "robaudit",
         *map(str, args),
     ]
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "ROBAUDIT_DIST_TIMEOUT": "120"}
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "ROBAUDIT_DIST_TIMEOUT": "120", "SLOW_FORWARD": str(slow)}
     if not wait:
         return subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     return subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
@@ -60,35 +93,37 @@ def same_rows(a: Path, b: Path) -> bool:
 
 
 @pytest.fixture(scope="module")
-def single_attack(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def single_attack(tmp_path_factory: pytest.TempPathFactory, attack_args: list[object]) -> Path:
     """The attack report of one process, to compare the distributed runs with."""
     from robaudit.cli import main
 
     out = tmp_path_factory.mktemp("single-attack")
     with pytest.raises(SystemExit) as done:
-        main([str(a) for a in [*ATTACK, "--out", out, "--json"]])
+        main([str(a) for a in [*attack_args, "--out", out, "--json"]])
     assert done.value.code == 0
     return out / "attack.parquet"
 
 
-def test_two_ranks_write_the_report_of_one_process(single_attack: Path, tmp_path: Path) -> None:
-    run = torchrun(2, *ATTACK, "--out", tmp_path, "--json")
+def test_two_ranks_write_the_report_of_one_process(
+    single_attack: Path, attack_args: list[object], tmp_path: Path
+) -> None:
+    run = torchrun(2, *attack_args, "--out", tmp_path, "--json")
     assert isinstance(run, subprocess.CompletedProcess)
     assert run.returncode == 0, run.stderr[-3000:]
     assert same_rows(single_attack, tmp_path / "attack.parquet")
     # only rank 0 prints the summary; every rank shows progress on lines of its own, rank 0 the whole job's
     assert json.loads(run.stdout)["report"] == str(tmp_path / "attack.parquet")
-    assert "attack (all 2 ranks): 120/120 (100 %)" in run.stderr and "attack [rank 1]:" in run.stderr
+    assert "attack (all 2 ranks): 80/80 (100 %)" in run.stderr and "attack [rank 1]:" in run.stderr
     meta = json.loads(pq.read_schema(tmp_path / "attack.parquet").metadata[b"robaudit"])
     assert meta["processes"] == 2 and meta["identity"]["shard"] == [0, 1]
     assert not (tmp_path / "attack.parquet.partial").exists()
 
 
 def test_a_killed_rank_fails_the_job_and_resume_completes_with_any_number_of_processes(
-    single_attack: Path, tmp_path: Path, cli
+    single_attack: Path, attack_args: list[object], tmp_path: Path, cli
 ) -> None:  # type: ignore[no-untyped-def]
     out = tmp_path / "run"
-    job = torchrun(2, *ATTACK, "--out", out, wait=False)
+    job = torchrun(2, *attack_args, "--out", out, wait=False, slow=0.1)
     assert isinstance(job, subprocess.Popen)
     partial = out / "attack.parquet.partial"
     deadline = time.monotonic() + 120
@@ -104,16 +139,16 @@ def test_a_killed_rank_fails_the_job_and_resume_completes_with_any_number_of_pro
     assert "rank 0 of 2: stopped by the launcher" in err and "--resume" in err
     assert not (out / "attack.parquet").exists()
     done = len(list(partial.glob("chunk-*.parquet")))
-    assert 2 <= done < 12
+    assert 2 <= done < 10
     again = tmp_path / "again"
     shutil.copytree(out, again)
     # one process continues it ...
-    resumed = cli(*ATTACK, "--out", out, "--resume", "--json")
+    resumed = cli(*attack_args, "--out", out, "--resume", "--json")
     assert resumed.code == 0, resumed.err
-    assert f"resumed: {done} of 12 chunks were already done" in resumed.err
+    assert f"resumed: {done} of 10 chunks were already done" in resumed.err
     assert same_rows(single_attack, out / "attack.parquet")
     # ... and so do three
-    run = torchrun(3, *ATTACK, "--out", again, "--resume", "--json")
+    run = torchrun(3, *attack_args, "--out", again, "--resume", "--json")
     assert isinstance(run, subprocess.CompletedProcess)
     assert run.returncode == 0, run.stderr[-3000:]
     assert same_rows(single_attack, again / "attack.parquet")
@@ -162,7 +197,7 @@ SUITE = """
 model = "digits_cnn"
 pretrained = true
 data = "digits"
-limit = 60
+limit = 40
 chunk-size = 10
 
 [[steps]]

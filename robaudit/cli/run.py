@@ -176,9 +176,12 @@ def run_command(
 ) -> None:
     """Run a suite: several audits and preparation steps described by one TOML file, into one folder, with a
     manifest (OUT/manifest.json) that records every step and allows --resume. See docs/suites.md."""
+    from ..distributed import world
     from ..errors import InputError
     from ..suite import DEFAULT_OUT, example_text
 
+    if (example or check_only) and not world().main:  # under torchrun, rank 0 prints it once
+        return
     if example:
         print(example_text(), end="")
         return

@@ -177,6 +177,7 @@ def resolve_device(device: str) -> torch.device:
     ``auto`` and ``cuda`` mean this process's own GPU, ``cuda:LOCAL_RANK``."""
     from ..distributed import cuda_device
 
+    own = device in ("auto", "cuda") and (device == "cuda" or torch.cuda.is_available())
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
     if device == "cuda":
@@ -187,6 +188,13 @@ def resolve_device(device: str) -> torch.device:
         raise InputError(f"--device {device!r} is not a device (use auto, cpu, cuda or cuda:N)") from exc
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise InputError(f"--device {device} asked for CUDA, but torch sees no CUDA device here; use --device cpu")
+    if own and dev.index is not None:  # a torchrun rank: its GPU is the current one (no context on GPU 0)
+        if dev.index >= torch.cuda.device_count():
+            raise InputError(
+                f"this process is local rank {dev.index} but torch sees {torch.cuda.device_count()} GPU(s) here; "
+                "start at most one process per GPU (torchrun --nproc-per-node)"
+            )
+        torch.cuda.set_device(dev)
     return dev
 
 
