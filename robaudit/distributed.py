@@ -277,14 +277,15 @@ def phase(what: str, work: Callable[[], T], *, on: str = "all", own_error: BaseE
         barrier(what)
     outcomes = _exchange(mine, what, gather=on == "all")
     _met += time.perf_counter() - start - worked
-    if error is not None:
-        raise error
-    failed = [(rank, o) for rank, o in enumerate(outcomes) if not o.ok]
+    ranks = range(here.size) if on == "all" else [0]
+    failed = [(rank, o) for rank, o in zip(ranks, outcomes, strict=True) if not o.ok]
     if failed:
-        # the rank that failed first speaks; ranks that only stopped because of it say nothing
+        # One rank speaks: the lowest that failed by itself (not because another did). When every rank
+        # failed alike (a misspelt --model), the message is printed once, not once per rank.
         rank, outcome = next(((r, o) for r, o in failed if not o.quiet), failed[0])
-        source = rank if on == "all" else 0
-        raise PeerFailed(f"rank {source} failed: {outcome.message}", outcome.exit_code)
+        if error is not None and (rank == here.rank or isinstance(error, PeerFailed)):
+            raise error
+        raise PeerFailed(f"rank {rank} failed: {outcome.message}", outcome.exit_code)
     return value if on == "all" else outcomes[0].value
 
 

@@ -10,6 +10,10 @@ The runner is the only writer: audits return rows, and what an audit asks to exp
 report (``Audit.exports``) is written here too, with the target checked before anything is computed. An
 audit of the data alone (``Audit.needs_model`` False) runs without a model; the samples of the data must be
 what the audit takes (``Audit.inputs``: images in [0, 1], or perturbations).
+
+Under torchrun (:mod:`robaudit.distributed`) the ranks of one job share one run: every rank prepares and
+computes its share of the chunks into the report's ``.partial/`` folder, rank 0 holds the report's lock and
+is the one that opens and finishes the report. The report is the single process's, row for row.
 """
 
 from __future__ import annotations

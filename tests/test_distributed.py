@@ -192,6 +192,14 @@ def test_a_failing_rank_stops_every_rank_with_its_message(tmp_path: Path) -> Non
     assert not (tmp_path / "eval.parquet").exists()
 
 
+def test_an_error_of_every_rank_is_told_once(tmp_path: Path) -> None:
+    run = torchrun(2, "eval", "--model", "digits_cn", "--data", "digits", "--out", tmp_path)
+    assert isinstance(run, subprocess.CompletedProcess)
+    lines = [line for line in run.stderr.splitlines() if line.startswith("robaudit: error:")]
+    assert len(lines) == 1 and "rank 0 of 2" in lines[0] and "did you mean" in lines[0], run.stderr[-2000:]
+    assert run.returncode != 0 and not (tmp_path / "eval.parquet.partial").exists()
+
+
 SUITE = """
 [run]
 model = "digits_cnn"
