@@ -7,6 +7,10 @@ mean and projected the same way, then both are re-normalized: the original code 
 queries uncentred, an asymmetry not reproduced here), and ``clusters`` replaces the keys by spherical
 k-means centroids, per class (values stay one-hot) or globally (a centroid's value is the label
 distribution of its members).
+
+Under torchrun the ranks share the streaming (:func:`_build_on_ranks`): each computes its share of the
+batches, rank 0 assembles the key matrix in the planned order and finishes the cache, which is the one a
+single process writes, byte for byte.
 """
 
 from __future__ import annotations
