@@ -1,6 +1,8 @@
 """Running one robaudit command as several processes: torch.distributed, as ``torchrun`` launches it.
 
-``torchrun --nproc-per-node N -m robaudit eval ...`` starts N copies of the command with ``RANK``,
+The commands that share their work among processes are the audits (:mod:`robaudit.runner`), suites
+(:mod:`robaudit.suite.execute`) and ``cache build`` (:mod:`robaudit.defenses.cache_build`); this module is
+what they share. ``torchrun --nproc-per-node N -m robaudit eval ...`` starts N copies of the command with ``RANK``,
 ``WORLD_SIZE`` and ``LOCAL_RANK`` (and the rendezvous address) in their environment. :func:`world` reads
 them; without them, or with a world of one, robaudit runs as the single process it always was and nothing
 here does anything.

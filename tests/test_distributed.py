@@ -330,6 +330,8 @@ def test_merge_refuses_a_shard_whose_rows_are_not_its_chunks(cli, shards: list[P
         (["report", "html", "x"], False),
         (["gate", "x"], False),
         (["cache", "tune", "--cache", "x"], False),
+        (["corruptions", "preview", "--help"], False),
+        (["-v", "report", "show", "x"], False),
         (["eval", "--help"], True),
         (["corruptions", "--help"], True),
         (["audit", "eval", "--help"], True),
