@@ -21,9 +21,10 @@ Printed, side by side:
 The reports of both are compared too (same rows, same order): a speed-up of a wrong result is no speed-up.
 
 Run on 2 CPU cores: ``python benchmarks/distributed.py --processes 2 --threads 1``; on a machine with N GPUs:
-``python benchmarks/distributed.py --processes N --device cuda --limit 2000 --chunk-size 64 --batch-size 64``
-(more images and steps make the coordination's share smaller; ``--model``, ``--data``, ``--attack`` choose
-another workload, e.g. ``--model cifar_resnet20 --weights W --data npz:F``).
+``python benchmarks/distributed.py --processes N --device cuda --split train --attack pgd:steps=200
+--chunk-size 32 --batch-size 32`` (more images and steps make the coordination's share smaller;
+``--model``, ``--weights``, ``--data`` choose another workload, e.g. ``--model cifar_resnet20 --weights W
+--data npz:F``).
 """
 
 from __future__ import annotations
