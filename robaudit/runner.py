@@ -10,12 +10,17 @@ The runner is the only writer: audits return rows, and what an audit asks to exp
 report (``Audit.exports``) is written here too, with the target checked before anything is computed. An
 audit of the data alone (``Audit.needs_model`` False) runs without a model; the samples of the data must be
 what the audit takes (``Audit.inputs``: images in [0, 1], or perturbations).
+
+Under torchrun (:mod:`robaudit.distributed`) the ranks of one job share one run: every rank prepares and
+computes its share of the chunks into the report's ``.partial/`` folder, rank 0 holds the report's lock and
+is the one that opens and finishes the report. The report is the single process's, row for row.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -23,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pyarrow as pa
 
+from . import distributed
 from .audits.base import Audit, AuditBatch
 from .data import (
     Chunk,
@@ -88,6 +94,9 @@ class RunResult:
     model: LoadedModel | None = field(repr=False)
     #: what the audit's exports wrote, one message each
     exported: list[str] = field(default_factory=list)
+    #: seconds this process spent preparing (model, data, plan), computing its chunks, joining the report
+    #: (rank 0), and, under torchrun, at the meeting points with the other ranks (waiting for them included)
+    timings: dict[str, float] = field(default_factory=dict)
 
 
 def report_path(out_dir: Path, audit_name: str, shard: tuple[int, int]) -> Path:
@@ -172,6 +181,20 @@ def _skipped(files: list[Path]) -> int:
     return int(sum(pq.read_table(f, columns=["skipped"])["skipped"].to_numpy().sum() for f in files))
 
 
+@dataclass
+class _Run:
+    """Everything a run needs once its inputs are checked and loaded: what :func:`_prepare` returns."""
+
+    spec: RunSpec
+    model: LoadedModel | None
+    device: Any
+    dataset: Dataset
+    selection: np.ndarray
+    chunks: list[Chunk]
+    identity: dict[str, Any]
+    path: Path
+
+
 def run_audit(
     audit: Audit,
     spec: RunSpec,
@@ -187,10 +210,75 @@ def run_audit(
 
     ``model`` and ``dataset``, when given (the Python API's objects in memory), are used instead of loading
     ``spec.model`` and ``spec.data``; ``spec`` still names them in the report, and their fingerprints
-    identify them for ``resume``."""
-    from .reports.writer import ReportWriter, check_folder, check_modes, check_output_file
+    identify them for ``resume``. Under torchrun each rank computes its share of the chunks and rank 0
+    writes the report (see :func:`_run_ranks`); a single process does it all.
+    """
+    from .reports.writer import ReportWriter
 
     started = time.perf_counter()
+    world = distributed.init()
+    # every rank prepares; if any of them cannot, every rank stops, with that rank's message
+    run = distributed.phase(
+        "preparing the run", lambda: _prepare(audit, spec, out_dir, resume, overwrite, model=model, dataset=dataset)
+    )
+    spec, model, chunks = run.spec, run.model, run.chunks
+    timings = {"prepare": time.perf_counter() - started}
+    if world.active:
+        return _run_ranks(audit, run, resume=resume, overwrite=overwrite, progress=progress, timings=timings)
+    writer = ReportWriter(run.path, audit.schema(), run.identity, resume=resume, overwrite=overwrite)
+    with writer:
+        if writer.complete:
+            return RunResult(
+                writer.path,
+                len(chunks),
+                len(chunks),
+                _skipped([writer.path]),
+                time.perf_counter() - started,
+                model,
+                [export.write(writer.path, export.target) for export in audit.exports()],
+            )
+        done = writer.verified_chunks({c.id: c.indices for c in chunks})
+        todo = [c for c in chunks if c.id not in done]
+        with _timed(timings, "compute"):
+            _compute(audit, run, writer.write_chunk, todo, progress)
+        with _timed(timings, "join"):
+            skipped = _skipped(sorted(writer.partial.glob("chunk-*.parquet")))
+            path = writer.finish(_metadata(audit, run, skipped))
+    exported = [export.write(path, export.target) for export in audit.exports()]
+    return RunResult(
+        path,
+        len(chunks),
+        len(done & {c.id for c in chunks}),
+        skipped,
+        time.perf_counter() - started,
+        model,
+        exported,
+        timings,
+    )
+
+
+@contextmanager
+def _timed(timings: dict[str, float], name: str) -> Iterator[None]:
+    start = time.perf_counter()
+    try:
+        yield
+    finally:
+        timings[name] = timings.get(name, 0.0) + time.perf_counter() - start
+
+
+def _prepare(
+    audit: Audit,
+    spec: RunSpec,
+    out_dir: Path,
+    resume: bool,
+    overwrite: bool,
+    *,
+    model: LoadedModel | None = None,
+    dataset: Dataset | None = None,
+) -> _Run:
+    """Check the outputs, load the model and the data, plan the chunks and state the run's identity."""
+    from .reports.writer import check_folder, check_modes, check_output_file
+
     # Output problems are found before the model and the data are loaded.
     check_modes(resume, overwrite)
     check_folder(out_dir)
@@ -242,63 +330,162 @@ def run_audit(
         **({"precision": spec.precision} if spec.precision != "fp32" else {}),
         "shard": list(shard),
     }
-    writer = ReportWriter(
-        report_path(out_dir, audit.name, shard), audit.schema(), identity, resume=resume, overwrite=overwrite
-    )
-    with writer:
-        if writer.complete:
-            return RunResult(
-                writer.path,
-                len(chunks),
-                len(chunks),
-                _skipped([writer.path]),
-                time.perf_counter() - started,
-                model,
-                [export.write(writer.path, export.target) for export in audit.exports()],
-            )
-        done = writer.verified_chunks({c.id: c.indices for c in chunks})
-        todo = [c for c in chunks if c.id not in done]
-        skipped = _compute(audit, spec, model, device, dataset, writer, todo, progress)
-        metadata = {
-            "audit": audit.name,
-            "audit_repr": repr(audit),
-            "run_spec": asdict(spec),
-            "seed": spec.seed,
-            "model": {
-                **model.provenance,
-                "num_classes": model.num_classes,
-                "preprocessing": model.preprocessing.as_dict(),
-            }
-            if model is not None
-            else None,
-            "data": {
-                "description": dataset.description,
-                "num_classes": dataset.num_classes,
-                "class_names": dataset.class_names,
-                "selected": len(selection),
-                "chunks": len(chunks),
-                "skipped": skipped,
-            },
-            **environment(device),
+    path = report_path(out_dir, audit.name, shard)
+    return _Run(spec, model, device, dataset, selection, chunks, identity, path)
+
+
+def _metadata(audit: Audit, run: _Run, skipped: int) -> dict[str, Any]:
+    """The run metadata a finished report carries beside its identity."""
+    spec, model, dataset = run.spec, run.model, run.dataset
+    return {
+        "audit": audit.name,
+        "audit_repr": repr(audit),
+        "run_spec": asdict(spec),
+        "seed": spec.seed,
+        "model": {
+            **model.provenance,
+            "num_classes": model.num_classes,
+            "preprocessing": model.preprocessing.as_dict(),
         }
-        path = writer.finish(metadata)
-    exported = [export.write(path, export.target) for export in audit.exports()]
+        if model is not None
+        else None,
+        "data": {
+            "description": dataset.description,
+            "num_classes": dataset.num_classes,
+            "class_names": dataset.class_names,
+            "selected": len(run.selection),
+            "chunks": len(run.chunks),
+            "skipped": skipped,
+        },
+        **environment(run.device),
+    }
+
+
+def _run_ranks(
+    audit: Audit,
+    run: _Run,
+    *,
+    resume: bool,
+    overwrite: bool,
+    progress: ProgressHook | None,
+    timings: dict[str, float],
+) -> RunResult:
+    """One run shared by the ranks of a torchrun job.
+
+    Rank 0 holds the report's lock for the whole job, checks and opens the partial folder (new, resumed or
+    overwritten) and tells the others which chunks are done; the chunks still to do are dealt out round-robin
+    (the ``--shard`` rule, over the chunks left, so a resumed run is balanced whatever the number of ranks).
+    Every rank writes its chunk files into the shared ``.partial/`` folder; the others write chunk files
+    only. When every rank is through, rank 0 joins the chunks into the report and writes its exports.
+    """
+    from .reports.writer import ReportWriter, canonical_json, write_chunk_file
+
+    started = time.perf_counter() - timings["prepare"]
+    world = distributed.world()
+    chunks = run.chunks
+    meetings = distributed.meeting_seconds()
+    distributed.same_everywhere(canonical_json(run.identity), "the run (model, data and options)")
+    writer: ReportWriter | None = None
+
+    def open_report() -> tuple[bool, list[int]]:
+        nonlocal writer
+        writer = ReportWriter(run.path, audit.schema(), run.identity, resume=resume, overwrite=overwrite)
+        try:
+            if writer.complete:
+                return True, [c.id for c in chunks]
+            distributed.clear_markers(writer.partial)
+            return False, sorted(writer.verified_chunks({c.id: c.indices for c in chunks}))
+        except BaseException:
+            writer.close()
+            raise
+
+    complete, done_ids = distributed.phase("opening the report", open_report, on="main")
+    done = set(done_ids)
+    try:
+        if not complete:
+            todo = [c for c in chunks if c.id not in done]
+            mine = todo[world.rank :: world.size]
+            partial = run.path.with_name(run.path.name + ".partial")
+            schema = audit.schema()
+            hook = _all_ranks_progress(progress, writer, todo, mine) if writer is not None else progress
+            error: BaseException | None = None
+            try:
+                with _timed(timings, "compute"):
+                    _compute(
+                        audit,
+                        run,
+                        lambda chunk_id, table: write_chunk_file(partial, schema, chunk_id, table),
+                        mine,
+                        hook,
+                        after_chunk=lambda: distributed.check_peers(partial),
+                    )
+            except BaseException as exc:  # the others stop at their next chunk, then every rank meets below
+                error = exc
+                distributed.mark_failed(partial, exc)
+            distributed.phase("computing the chunks", lambda: None, own_error=error)
+            if progress is not None and world.main:  # the last line: every rank's chunks are in
+                total = sum(len(c.indices) for c in todo)
+                progress(total, total)
+
+        def finish() -> tuple[int, list[str]]:
+            assert writer is not None
+            if complete:
+                return _skipped([writer.path]), [export.write(writer.path, export.target) for export in audit.exports()]
+            with _timed(timings, "join"):
+                skipped = _skipped(sorted(writer.partial.glob("chunk-*.parquet")))
+                path = writer.finish({**_metadata(audit, run, skipped), "processes": world.size})
+            return skipped, [export.write(path, export.target) for export in audit.exports()]
+
+        skipped, exported = distributed.phase("writing the report", finish, on="main")
+    finally:
+        if writer is not None:
+            writer.close()
+    # the meetings' own time; rank 0's join is inside its last meeting, and counted as the join only
+    timings["meet"] = distributed.meeting_seconds() - meetings - timings.get("join", 0.0)
     return RunResult(
-        path, len(chunks), len(done & {c.id for c in chunks}), skipped, time.perf_counter() - started, model, exported
+        run.path,
+        len(chunks),
+        len(done & {c.id for c in chunks}),
+        skipped,
+        time.perf_counter() - started,
+        run.model,
+        exported if world.main else [],
+        timings,
     )
+
+
+def _all_ranks_progress(
+    progress: ProgressHook | None, writer: ReportWriter, todo: list[Chunk], mine: list[Chunk]
+) -> ProgressHook | None:
+    """Rank 0's progress: its own images plus the other ranks' finished chunks, as files in ``.partial/``."""
+    if progress is None:
+        return None
+    own = {c.id for c in mine}
+    others = {c.id: len(c.indices) for c in todo if c.id not in own}
+    total = sum(len(c.indices) for c in todo)
+    looked, seen = -1.0, 0
+
+    def hook(processed: int, _: int) -> None:
+        nonlocal looked, seen
+        now = time.monotonic()
+        if now - looked >= 1.0:  # one folder listing a second at most
+            looked = now
+            seen = sum(others.get(chunk_id, 0) for chunk_id in writer.done_chunks())
+        progress(processed + seen, total)
+
+    return hook
 
 
 def _compute(
     audit: Audit,
-    spec: RunSpec,
-    model: LoadedModel | None,
-    device: Any,
-    dataset: Dataset,
-    writer: ReportWriter,
+    run: _Run,
+    write_chunk: Callable[[int, pa.Table], None],
     todo: list[Chunk],
     progress: ProgressHook | None,
-) -> int:
-    """Compute the chunks ``todo`` into ``writer``'s partial folder; returns the skipped images of the run."""
+    after_chunk: Callable[[], None] | None = None,
+) -> None:
+    """Compute the chunks ``todo``, handing each finished chunk's table to ``write_chunk``."""
+    spec, model, device, dataset = run.spec, run.model, run.device, run.dataset
     total = sum(len(c.indices) for c in todo)
     processed = 0
     parts: list[dict[str, np.ndarray]] = []
@@ -317,6 +504,7 @@ def _compute(
         if progress is not None:
             progress(processed, total)
         if last:
-            writer.write_chunk(chunk.id, _chunk_table(audit, chunk, dataset.labels, parts, failures, _defense(model)))
+            write_chunk(chunk.id, _chunk_table(audit, chunk, dataset.labels, parts, failures, _defense(model)))
             parts, failures = [], []
-    return _skipped(sorted(writer.partial.glob("chunk-*.parquet")))
+            if after_chunk is not None:
+                after_chunk()

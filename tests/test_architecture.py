@@ -3,7 +3,7 @@
 Layers, bottom to top (a module may import its own layer and the layers below, never above; imports made
 only for type checking do not count):
 
-0. shared: errors, params, registry, plugins, provenance, frequency, and reports (the I/O layer: writer,
+0. shared: errors, params, registry, plugins, provenance, distributed, frequency, and reports (the I/O layer: writer,
    readers, folder loader, statistics, metric and table types, plotting helpers)
 1. building blocks: data, models, corruptions, attacks, defenses
 2. audits
@@ -33,6 +33,7 @@ LAYERS = {
     "registry": 0,
     "plugins": 0,
     "provenance": 0,
+    "distributed": 0,
     "frequency": 0,
     "reports": 0,
     "data": 1,

@@ -738,6 +738,19 @@ CASES += [
         lambda ws, t: ["report", "md", ws.report.parent, "-o", file(t) / "r.md"],
         "not a folder",
     ),
+    ("report merge: shard folder missing", lambda ws, t: ["report", "merge", t / "out", t / "none"], "none"),
+    (
+        "report merge: no shard in the folder",
+        lambda ws, t: ["report", "merge", t / "out", ws.report.parent],
+        "no shard",
+    ),
+    ("report merge: a report that is no shard", lambda ws, t: ["report", "merge", t / "out", ws.report], "not a shard"),
+    ("report merge: OUT is a file", lambda ws, t: ["report", "merge", file(t), ws.report.parent], "not a folder"),
+    (
+        "report merge: a damaged shard",
+        lambda ws, t: ["report", "merge", t / "out", file(t, "eval.shard-0-of-2.parquet", "x")],
+        "eval.shard-0-of-2.parquet",
+    ),
     # suites
     ("run: suite missing", lambda ws, t: ["run", t / "s.toml"], "s.toml"),
     ("run: unknown built-in suite", lambda ws, t: ["run", "demoo"], "did you mean"),

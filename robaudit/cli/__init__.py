@@ -20,8 +20,8 @@ import click
 import typer
 from typer.core import TyperGroup
 
-from .. import __version__
-from ..errors import EXIT_INPUT, EXIT_RUNTIME, RobauditError
+from .. import __version__, distributed
+from ..errors import EXIT_INPUT, EXIT_RUNTIME, InputError, RobauditError
 from . import audit_commands, cache, corruptions, demo, listing, pca, report
 from .gate import gate_command
 from .run import run_command
@@ -225,6 +225,42 @@ def usage_message(exc: Exception) -> str:
     return f"{message} (see {context.command_path} --help)" if context is not None else message
 
 
+def command_path(command: Any, argv: list[str]) -> tuple[tuple[str, ...], Any]:
+    """The subcommand that ``argv`` names (its path and click command), following groups' defaults."""
+    context = command.context_class(command)
+    words = [w for i, w in enumerate(argv) if not w.startswith("-") and (i == 0 or argv[i - 1] not in GLOBAL_VALUES)]
+    path: list[str] = []
+    current = command
+    for word in words:
+        found = current.get_command(context, word) if hasattr(current, "get_command") else None
+        if found is None:
+            break
+        path.append(word)
+        current = found
+        if not hasattr(current, "get_command"):
+            break
+        following = words[len(path)] if len(words) > len(path) else None
+        if isinstance(current, AuditByDefault) and following not in current.commands:
+            path.append(audit_commands.AUDIT)
+            current = current.commands[audit_commands.AUDIT]
+            break
+    return tuple(path), current
+
+
+def check_launch(command: Any, argv: list[str]) -> None:
+    """Under torchrun only the commands that share their work among ranks may run (see robaudit.distributed)."""
+    if not distributed.world().active:
+        return
+    from ..suite.commands import runs_distributed
+
+    path, leaf = command_path(command, argv)
+    if path and not hasattr(leaf, "get_command") and not runs_distributed(path, leaf):
+        raise InputError(
+            f"robaudit {' '.join(path)} runs as a single process; start it without torchrun (under torchrun: "
+            "the audits, run and cache build)"
+        )
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point of the console script; never lets a traceback reach the user for a user error."""
     command = typer.main.get_command(app)
@@ -237,12 +273,15 @@ def main(argv: list[str] | None = None) -> None:
     def fail(code: int, message: str, kind: str) -> NoReturn:
         """The one line on stderr (and the envelope with ``--json``), then the exit code."""
         prefix = {"internal": "robaudit: internal error: ", "interrupted": ""}.get(kind, "robaudit: error: ")
-        print(f"{prefix}{message}", file=sys.stderr)
+        line = f"{prefix}{distributed.error_line(message)}" if kind != "interrupted" else message
+        print(line, file=sys.stderr)
+        distributed.record_error(line)  # under torchrun, the launcher names this rank's error as the root cause
         if as_json:
-            write_json(envelope(command_path(command, argv), code, error={"kind": kind, "message": message}))
+            write_json(envelope(command_name(command, argv), code, error={"kind": kind, "message": message}))
         sys.exit(code)
 
     try:
+        check_launch(command, argv)
         code = command.main(args=argv, prog_name="robaudit", standalone_mode=False)
     except _EXIT as exc:
         sys.exit(exc.exit_code)
@@ -253,6 +292,8 @@ def main(argv: list[str] | None = None) -> None:
         fail(EXIT_INPUT, usage_message(exc), "usage")
     except (*_ABORT, KeyboardInterrupt):
         fail(130, INTERRUPTED, "interrupted")
+    except distributed.PeerFailed as exc:  # the rank that failed says why; this one only stops
+        sys.exit(exc.exit_code)
     except RobauditError as exc:
         fail(exc.exit_code, str(exc), "input" if exc.exit_code == EXIT_INPUT else "runtime")
     except Exception as exc:
@@ -275,24 +316,12 @@ def main(argv: list[str] | None = None) -> None:
     sys.exit(code if isinstance(code, int) else 0)
 
 
-def command_path(root: Any, argv: list[str]) -> str:
-    """The (sub)command ``argv`` names, e.g. ``cache tune``, as far as it names one (for error envelopes)."""
-    words: list[str] = []
-    current = root
-    context = root.context_class(root, info_name="robaudit")  # click's or typer's vendored copy alike
-    rest = iter(argv)
-    for word in rest:
-        if word in GLOBAL_VALUES:
-            next(rest, None)  # the root's options come first (hoisted); skip them and their values
-            continue
-        if word in GLOBAL_FLAGS or word.startswith(tuple(f"{v}=" for v in GLOBAL_VALUES)):
-            continue
-        found = current.get_command(context, word) if hasattr(current, "get_command") else None
-        if found is None:
-            break
-        words.append(word)
-        current = found
-    return " ".join(words)
+def command_name(root: Any, argv: list[str]) -> str:
+    """The command ``argv`` names, as typed (``cache tune``; a group's default audit is not named)."""
+    path, _ = command_path(root, argv)
+    if len(path) > 1 and path[-1] == audit_commands.AUDIT and audit_commands.AUDIT not in argv:
+        path = path[:-1]
+    return " ".join(path)
 
 
 __all__ = ["EXIT_INPUT", "app", "main"]

@@ -27,7 +27,9 @@ AUDIT = "audit"
 
 
 def run_and_report(audit: Audit, spec: RunSpec, report: o.ReportOptions) -> dict[str, Any]:
-    """Run ``audit`` with a progress bar, print the summary derived from the report, write its figures."""
+    """Run ``audit`` with a progress bar, print the summary derived from the report, write its figures.
+    Under torchrun only rank 0, which wrote the report, prints and writes figures (the others return {})."""
+    from ..distributed import world
     from ..reports.folder import read_group
     from ..reports.plots import save_png
     from ..runner import run_audit
@@ -35,6 +37,8 @@ def run_and_report(audit: Audit, spec: RunSpec, report: o.ReportOptions) -> dict
 
     with progress_bar(f"{audit.name}") as hook:
         result = run_audit(audit, spec, report.out, resume=report.resume, overwrite=report.overwrite, progress=hook)
+    if not world().main:
+        return {}
     finished = read_group([result.path])
     if result.chunks_resumed:
         stderr.print(f"resumed: {result.chunks_resumed} of {result.chunks_total} chunks were already done")

@@ -86,6 +86,7 @@ def build_command(
     from ..defenses.base import compose
     from ..defenses.cache_build import build_cache
     from ..defenses.features import parse_layers
+    from ..distributed import world
     from ..models import load_model
     from .output import print_json, print_summary, progress_bar, stderr
 
@@ -126,6 +127,8 @@ def build_command(
             overwrite=overwrite,
             progress=hook,
         )
+    if not world().main:  # under torchrun rank 0, which wrote the cache, tells about it
+        return
     summary = {
         "keys": meta["count"],
         "dim": meta["dim"],

@@ -142,13 +142,14 @@ def plain_progress(description: str, write: Callable[[str], None], every: float 
     """A progress hook ``(done, total)`` that writes a line at most every ``every`` seconds, and at the end."""
     started = time.monotonic()
     last = -math.inf
+    finished = False
 
     def hook(done: int, total: int) -> None:
-        nonlocal last
+        nonlocal last, finished
         now = time.monotonic()
-        if now - last < every and done < total:
+        if (now - last < every and done < total) or (finished and done >= total):
             return
-        last = now
+        last, finished = now, done >= total
         elapsed = now - started
         rate = done / elapsed if elapsed > 0 else 0.0
         eta = (total - done) / rate if rate > 0 else math.nan
@@ -164,7 +165,16 @@ def plain_progress(description: str, write: Callable[[str], None], every: float 
 @contextmanager
 def progress_bar(description: str) -> Iterator[Any]:
     """Progress on stderr, shown from the first update on; yields a hook ``(done, total)``: a rich bar on a
-    terminal, plain lines elsewhere."""
+    terminal, plain lines elsewhere. Under torchrun every rank writes plain lines (a live bar would be torn
+    by the other ranks' lines on the same terminal): rank 0 the whole job's progress, the others their own,
+    each line naming its rank."""
+    from ..distributed import world
+
+    here = world()
+    if here.active:
+        label = f"{description} (all {here.size} ranks)" if here.main else f"{description} [rank {here.rank}]"
+        yield plain_progress(label, lambda line: print(line, file=sys.stderr, flush=True))
+        return
     if not sys.stderr.isatty():
         yield plain_progress(description, lambda line: print(line, file=sys.stderr, flush=True))
         return

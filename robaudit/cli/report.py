@@ -1,4 +1,4 @@
-"""``robaudit report show|summarize``: read a Parquet report back."""
+"""``robaudit report show|summarize|html|md|merge``: read reports back, present them, join shards."""
 
 from __future__ import annotations
 
@@ -163,3 +163,28 @@ def md_command(
         sys.stdout.write(text)
         return
     out.write_text(text, encoding="utf-8")
+
+
+@app.command("merge")
+def merge_command(
+    out: Annotated[Path, typer.Argument(help="The folder to write the merged reports into.", show_default=False)],
+    shards: Annotated[
+        list[Path],
+        typer.Argument(
+            help="Folders (or files) holding <audit>.shard-i-of-n.parquet reports of one run.", show_default=False
+        ),
+    ],
+    overwrite: o.Overwrite = False,
+    as_json: o.Json = False,
+) -> None:
+    """Join the shards of a run written by separate jobs (--shard i/n) into the report one process would have
+    written; refuses shards of different runs, and a shard missing or given twice."""
+    from ..reports.merge import merge_shards
+    from .output import print_json, stdout
+
+    merged = merge_shards(out, list(shards), overwrite=overwrite)
+    if as_json:
+        print_json({"shards": len(shards)}, files={"reports": merged})
+        return
+    for path in merged:
+        stdout.print(f"report: {path}", soft_wrap=True, highlight=False)

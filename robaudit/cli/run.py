@@ -105,13 +105,16 @@ def run_suite(
     suite: Suite, out: Path, *, resume: bool = False, overwrite: bool = False, as_json: bool = False
 ) -> dict[str, Any]:
     """Run ``suite`` into ``out``, printing as it goes; returns the summaries (see :func:`summaries`)."""
+    from ..distributed import world
     from ..suite import MANIFEST_NAME, SuiteRun
     from .output import print_json, stderr
 
-    if suite.description and not as_json:
+    if suite.description and not as_json and world().main:
         stderr.print(f"suite {suite.source}: {suite.description}", markup=False, highlight=False)
     run = SuiteRun(suite, command_tree(), out, resume=resume, overwrite=overwrite, reporter=StepPrinter(as_json))
     records = run.run()
+    if not records and not world().main:  # under torchrun rank 0 tells how the suite went
+        return {}
     result = summaries(suite, records)
     if as_json:
         print_json(result, files={"reports": out, "manifest": out / MANIFEST_NAME})
@@ -178,9 +181,12 @@ def run_command(
 ) -> None:
     """Run a suite: several audits and preparation steps described by one TOML file, into one folder, with a
     manifest (OUT/manifest.json) that records every step and allows --resume. See docs/suites.md."""
+    from ..distributed import world
     from ..errors import InputError
     from ..suite import DEFAULT_OUT, example_text
 
+    if (example or check_only) and not world().main:  # under torchrun, rank 0 prints it once
+        return
     if example:
         print(example_text(suite or "example"), end="")
         return

@@ -7,10 +7,15 @@ mean and projected the same way, then both are re-normalized: the original code 
 queries uncentred, an asymmetry not reproduced here), and ``clusters`` replaces the keys by spherical
 k-means centroids, per class (values stay one-hot) or globally (a centroid's value is the label
 distribution of its members).
+
+Under torchrun the ranks share the streaming (:func:`_build_on_ranks`): each computes its share of the
+batches, rank 0 assembles the key matrix in the planned order and finishes the cache, which is the one a
+single process writes, byte for byte.
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import shutil
@@ -25,8 +30,8 @@ import numpy as np
 import torch
 from numpy.lib.format import open_memmap
 
-from .. import __version__
-from ..data import Dataset, DataSpec, iter_batches, plan_chunks
+from .. import __version__, distributed
+from ..data import Chunk, Dataset, DataSpec, iter_batches, plan_chunks
 from ..errors import InputError
 from ..models import LoadedModel
 from ..models.finite import MONITOR, on_batch
@@ -36,6 +41,8 @@ from .features import FeatureReader
 
 ProgressHook = Callable[[int, int], None]
 CLUSTER_MODES = ("per-class", "global")
+#: rows copied at a time when rank 0 joins the ranks' keys
+ASSEMBLY_ROWS = 65536
 
 
 def model_meta(model: LoadedModel) -> dict[str, Any]:
@@ -68,11 +75,33 @@ def first_per_class(labels: np.ndarray, indices: np.ndarray, per_class: int | No
     return indices[keep]
 
 
+#: images per chunk of a cache build: the batches are cut within these chunks
+BUILD_CHUNK = 4096
+
+
+def build_batches(indices: np.ndarray, batch_size: int) -> list[Chunk]:
+    """The batches a cache build reads, in order (each as a chunk of its own): those of a single process,
+    whatever the number of ranks that share them, so that keys come out identical."""
+    batches = [
+        chunk.indices[start : start + batch_size]
+        for chunk in plan_chunks(indices, BUILD_CHUNK)
+        for start in range(0, len(chunk.indices), batch_size)
+    ]
+    return [Chunk(number, batch) for number, batch in enumerate(batches)]
+
+
 def stream_inputs(
-    model: LoadedModel, dataset: Dataset, indices: np.ndarray, batch_size: int, workers: int, skip_bad: bool
+    model: LoadedModel,
+    dataset: Dataset,
+    indices: np.ndarray,
+    batch_size: int,
+    workers: int,
+    skip_bad: bool,
+    chunks: list[Chunk] | None = None,
 ) -> Iterator[tuple[np.ndarray, torch.Tensor]]:
     MONITOR.reset()
-    for _, _, batch in iter_batches(dataset, plan_chunks(indices, 4096), batch_size, workers):
+    planned = plan_chunks(indices, BUILD_CHUNK) if chunks is None else chunks
+    for _, _, batch in iter_batches(dataset, planned, batch_size, workers):
         if batch.failures and not skip_bad:
             index, reason = batch.failures[0]
             raise InputError(
@@ -163,35 +192,174 @@ def build_cache(
     indices = first_per_class(dataset.labels, indices, per_class)
     reader = FeatureReader(model.base, layers, pool)
     tmp = out.with_name(out.name + ".partial")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
     compress = clusters is not None or key_dims is not None
     raw_name = "keys_raw.npy" if compress else "keys.npy"
-    keys: np.memmap | None = None
-    labels = np.empty(len(indices), dtype=np.int64)
-    written = 0
-    with torch.no_grad():
-        for batch_indices, pixels in stream_inputs(
-            model, dataset, indices, batch_size, workers, data_spec.on_bad_image == "skip"
-        ):
-            features = reader(model.base, pixels)[0].float().cpu().numpy()
-            if keys is None:
-                keys = open_memmap(
-                    tmp / raw_name,
-                    mode="w+",
-                    shape=(len(indices), features.shape[1]),
-                    dtype=np.float32 if compress else np.dtype(dtype),
-                )
-            keys[written : written + len(features)] = features
-            labels[written : written + len(features)] = dataset.labels[batch_indices]
-            written += len(features)
-            if progress is not None:
-                progress(written, len(indices))
+    stream = _Stream(model, reader, dataset, batch_size, workers, data_spec.on_bad_image == "skip", progress)
+    storage = np.dtype(np.float32 if compress else dtype)
+    finish = functools.partial(
+        _finish,
+        model,
+        dataset,
+        data_spec,
+        indices,
+        tmp,
+        out,
+        raw_name,
+        layers=layers,
+        pool=pool,
+        dtype=dtype,
+        per_class=per_class,
+        clusters=clusters,
+        cluster_mode=cluster_mode,
+        key_dims=key_dims,
+        defense_specs=defense_specs,
+        seed=seed,
+        started=started,
+    )
+    if distributed.world().active:
+        return _build_on_ranks(stream, indices, tmp, raw_name, storage, finish)
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    keys, read = stream.keys(plan_chunks(indices, BUILD_CHUNK), tmp / raw_name, len(indices), storage)
+    written = len(read)
     if keys is None or written == 0:
         shutil.rmtree(tmp)
         raise InputError("no image could be read for the cache")
     keys.flush()
-    labels = labels[:written]
+    return finish(keys, dataset.labels[read], written)
+
+
+class _Stream:
+    """Streams a model's keys of planned batches into a memory-mapped ``.npy`` matrix."""
+
+    def __init__(
+        self,
+        model: LoadedModel,
+        reader: FeatureReader,
+        dataset: Dataset,
+        batch_size: int,
+        workers: int,
+        skip_bad: bool,
+        progress: ProgressHook | None,
+    ) -> None:
+        self.model, self.reader, self.dataset = model, reader, dataset
+        self.batch_size, self.workers, self.skip_bad, self.progress = batch_size, workers, skip_bad, progress
+
+    def keys(
+        self, chunks: list[Chunk], path: Path, rows: int, storage: np.dtype[Any]
+    ) -> tuple[np.memmap | None, np.ndarray]:
+        """The key matrix (``rows`` rows, the first ones filled; None when no image was read) and the data
+        indices of its filled rows, in order."""
+        keys: np.memmap | None = None
+        read: list[np.ndarray] = []
+        written = 0
+        indices = np.concatenate([c.indices for c in chunks]) if chunks else np.empty(0, dtype=np.int64)
+        with torch.no_grad():
+            for batch_indices, pixels in stream_inputs(
+                self.model, self.dataset, indices, self.batch_size, self.workers, self.skip_bad, chunks
+            ):
+                features = self.reader(self.model.base, pixels)[0].float().cpu().numpy()
+                if keys is None:
+                    keys = open_memmap(path, mode="w+", shape=(rows, features.shape[1]), dtype=storage)
+                keys[written : written + len(features)] = features
+                read.append(batch_indices)
+                written += len(features)
+                if self.progress is not None:
+                    self.progress(written, rows)
+        return keys, np.concatenate(read) if read else np.empty(0, dtype=np.int64)
+
+
+def _build_on_ranks(
+    stream: _Stream,
+    indices: np.ndarray,
+    tmp: Path,
+    raw_name: str,
+    storage: np.dtype[Any],
+    finish: Callable[[np.memmap, np.ndarray, int], dict[str, Any]],
+) -> dict[str, Any]:
+    """A cache build shared by the ranks of a torchrun job.
+
+    The batches of a single process's build are dealt out round-robin; each rank streams its keys into its
+    own part of the partial folder (``part-rank-R/``: keys and the data indices they belong to). Rank 0 then
+    copies the parts, in the planned order, into the one memory-mapped key matrix and finishes the cache as
+    a single process does (compression, labels, metadata); every rank returns its metadata.
+    """
+    here = distributed.init()
+
+    def prepare() -> None:
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+
+    distributed.phase("preparing the cache folder", prepare, on="main")
+    part = tmp / f"part-rank-{here.rank}"
+    error: BaseException | None = None
+    try:
+        part.mkdir()
+        mine = build_batches(indices, stream.batch_size)[here.rank :: here.size]
+        keys, read = stream.keys(mine, part / "keys.npy", sum(len(c.indices) for c in mine), storage)
+        if keys is not None:
+            keys.flush()
+            del keys
+        np.save(part / "indices.npy", read)
+    except BaseException as exc:  # every rank meets below, where the first failure stops them all
+        error = exc
+    distributed.phase("computing the keys", lambda: None, own_error=error)
+
+    def assemble() -> dict[str, Any]:
+        parts = [tmp / f"part-rank-{rank}" for rank in range(here.size)]
+        read = [np.load(p / "indices.npy") for p in parts]
+        written = sum(len(r) for r in read)
+        if written == 0:
+            shutil.rmtree(tmp)
+            raise InputError("no image could be read for the cache")
+        # the planned position of every row read, and from it the row each part's keys go to
+        planned = np.argsort(indices, kind="stable")
+        positions = [planned[np.searchsorted(indices[planned], r)] for r in read]
+        destination = np.empty(written, dtype=np.int64)
+        destination[np.argsort(np.concatenate(positions), kind="stable")] = np.arange(written)
+        pieces = np.split(destination, np.cumsum([len(r) for r in read])[:-1])
+        sources = [np.load(p / "keys.npy", mmap_mode="r") if len(r) else None for p, r in zip(parts, read, strict=True)]
+        dim = next(s.shape[1] for s in sources if s is not None)
+        keys = open_memmap(tmp / raw_name, mode="w+", shape=(len(indices), dim), dtype=storage)
+        for source, rows in zip(sources, pieces, strict=True):
+            for start in range(0, len(rows), ASSEMBLY_ROWS):  # bounded memory, whatever the part's size
+                keys[rows[start : start + ASSEMBLY_ROWS]] = source[start : start + ASSEMBLY_ROWS]  # type: ignore[index]
+        keys.flush()
+        del sources
+        for p in parts:
+            shutil.rmtree(p)
+        order = np.concatenate(read)[np.argsort(np.concatenate(positions), kind="stable")]
+        return finish(keys, stream.dataset.labels[order], written)
+
+    meta: dict[str, Any] = distributed.phase("assembling the cache", assemble, on="main")
+    return meta
+
+
+def _finish(
+    model: LoadedModel,
+    dataset: Dataset,
+    data_spec: DataSpec,
+    indices: np.ndarray,
+    tmp: Path,
+    out: Path,
+    raw_name: str,
+    keys: np.memmap,
+    labels: np.ndarray,
+    written: int,
+    *,
+    layers: list[str],
+    pool: str,
+    dtype: str,
+    per_class: int | None,
+    clusters: int | None,
+    cluster_mode: str,
+    key_dims: int | None,
+    defense_specs: list[str] | None,
+    seed: int,
+    started: float,
+) -> dict[str, Any]:
+    """Compress the streamed keys if asked, write labels or values and meta.json, and move the folder into place."""
+    compress = clusters is not None or key_dims is not None
     compression: dict[str, Any] = {
         "clusters": clusters,
         "cluster_mode": cluster_mode if clusters else None,

@@ -224,15 +224,28 @@ class LoadedModel:
 
 
 def resolve_device(device: str) -> torch.device:
-    """``auto`` picks CUDA when available; asking for CUDA without it is an input error."""
+    """``auto`` picks CUDA when available; asking for CUDA without it is an input error. Under torchrun,
+    ``auto`` and ``cuda`` mean this process's own GPU, ``cuda:LOCAL_RANK``."""
+    from ..distributed import cuda_device
+
+    own = device in ("auto", "cuda") and (device == "cuda" or torch.cuda.is_available())
     if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cuda":
+        device = cuda_device()
     try:
         dev = torch.device(device)
     except RuntimeError as exc:
         raise InputError(f"--device {device!r} is not a device (use auto, cpu, cuda or cuda:N)") from exc
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise InputError(f"--device {device} asked for CUDA, but torch sees no CUDA device here; use --device cpu")
+    if own and dev.index is not None:  # a torchrun rank: its GPU is the current one (no context on GPU 0)
+        if dev.index >= torch.cuda.device_count():
+            raise InputError(
+                f"this process is local rank {dev.index} but torch sees {torch.cuda.device_count()} GPU(s) here; "
+                "start at most one process per GPU (torchrun --nproc-per-node)"
+            )
+        torch.cuda.set_device(dev)
     return dev
 
 

@@ -182,11 +182,7 @@ class ReportWriter:
         return None
 
     def write_chunk(self, chunk_id: int, table: pa.Table) -> None:
-        table = table.cast(self.schema)
-        final = self.partial / f"chunk-{chunk_id:06d}.parquet"
-        tmp = final.with_name(final.name + ".tmp")
-        pq.write_table(table, tmp)
-        os.replace(tmp, final)
+        write_chunk_file(self.partial, self.schema, chunk_id, table)
 
     def finish(self, metadata: dict[str, Any]) -> Path:
         """Join the chunks into the final report (atomically) and remove the partial folder."""
@@ -208,6 +204,20 @@ class ReportWriter:
         shutil.rmtree(self.partial)
         self.close()
         return self.path
+
+
+def write_chunk_file(partial: Path, schema: pa.Schema, chunk_id: int, table: pa.Table) -> None:
+    """Write one finished chunk into a run's partial folder (temporary name, then renamed).
+
+    The lock holder writes through :meth:`ReportWriter.write_chunk`; the other ranks of a torchrun job,
+    whose rank 0 holds the lock on the job's behalf, call this directly: each chunk has its own file names,
+    so ranks never write the same file.
+    """
+    table = table.cast(schema)
+    final = partial / f"chunk-{chunk_id:06d}.parquet"
+    tmp = final.with_name(final.name + ".tmp")
+    pq.write_table(table, tmp)
+    os.replace(tmp, final)
 
 
 def check_modes(resume: bool, overwrite: bool) -> None:

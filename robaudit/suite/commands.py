@@ -22,6 +22,15 @@ from ..errors import InputError, suggest
 MANAGED = frozenset({"json", "resume", "overwrite", "help"})
 #: commands that cannot be steps: they run suites themselves
 NOT_STEPS = frozenset({"run", "demo"})
+#: commands besides the audits that share their work among the ranks of a torchrun job
+DISTRIBUTED = frozenset({("cache", "build"), ("run",)})
+
+
+def runs_distributed(path: Sequence[str], command: Any) -> bool:
+    """Whether a command shares its work among the ranks of a torchrun job: every audit (the commands with
+    ``--shard``), ``cache build`` and ``run``. Under torchrun any other command runs on rank 0 only (in a
+    suite) or is refused (on its own)."""
+    return tuple(path) in DISTRIBUTED or any(getattr(p, "name", None) == "shard" for p in command.params)
 
 
 def key_of(option: str) -> str:
@@ -78,6 +87,11 @@ class CommandInfo:
 
     def has(self, key: str) -> bool:
         return key in self.options
+
+    @property
+    def distributed(self) -> bool:
+        """Every rank of a torchrun job runs this command (see :func:`runs_distributed`)."""
+        return runs_distributed(self.path, self.command)
 
     def settable(self) -> list[str]:
         """The keys a suite may set for this command (the runner's own options excluded)."""

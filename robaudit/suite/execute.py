@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NoReturn, Protocol
 
+from .. import distributed
 from ..errors import EXIT_RUNTIME, InputError, RobauditError
 from .commands import CommandInfo, CommandTree, format_value, usage_message
 from .load import ARGS, StepDef, Suite, VariantDef
@@ -251,14 +252,63 @@ class SuiteRun:
         return manifest
 
     def run(self) -> dict[str, StepRecord]:
-        """Run every step not finished yet; returns the records by step id."""
+        """Run every step not finished yet; returns the records by step id (under torchrun: on rank 0; the
+        other ranks return no records)."""
         from ..reports.lock import ReportLock
         from ..reports.writer import prepare_folder
 
-        prepare_folder(self.root)
-        # one suite run per folder: a second one would rewrite the manifest under the first
-        with ReportLock(self.root / MANIFEST_NAME):
-            return self._run()
+        here = distributed.init()
+        if not here.main:
+            return self._follow()
+        try:
+            prepare_folder(self.root)
+            # one suite run per folder: a second one would rewrite the manifest under the first
+            with ReportLock(self.root / MANIFEST_NAME):
+                records = self._run()
+        except BaseException as exc:
+            if here.active:
+                with contextlib.suppress(RobauditError):  # contact with the other ranks may be what failed
+                    distributed.broadcast(("stop", distributed.error_of(exc), None), "stopping the suite")
+            raise
+        distributed.broadcast(("stop", None, None), "finishing the suite")
+        return records
+
+    # -- under torchrun ---------------------------------------------------------------------------------------
+    # Rank 0 runs the suite (manifest, lock, references, printing) and runs the steps whose command shares its
+    # work among ranks (the audits, cache build) together with the others: it sends them the step's argument
+    # list, every rank invokes the command, and rank 0 gathers how it went everywhere. Other steps run on rank
+    # 0 alone while the others wait.
+
+    def _follow(self) -> dict[str, StepRecord]:
+        """The loop of a rank other than 0: run the steps rank 0 sends, until it says stop."""
+        steps = {p.id: p for p in self.plan}
+        while True:
+            kind, payload, step_id = distributed.broadcast(None, "waiting for the next step")
+            if kind == "stop":
+                if payload is None:
+                    return {}
+                message, code = payload
+                raise distributed.PeerFailed(f"rank 0 failed: {message}", code)
+            status, code, error, _, _ = self._invoke(steps[step_id], payload)
+            distributed.gather((status, code, error), f"finishing step {step_id}")
+
+    def _invoke_step(
+        self, planned: PlannedStep, words: list[str]
+    ) -> tuple[str, int, str | None, Exception | None, str]:
+        """:meth:`_invoke`, on every rank for a command that shares its work among ranks (see above)."""
+        if not distributed.world().active:
+            return self._invoke(planned, words)
+        if not planned.info.distributed:  # the others wait for the next step meanwhile
+            with distributed.alone():
+                return self._invoke(planned, words)
+        distributed.broadcast(("invoke", words, planned.id), f"starting step {planned.id}")
+        status, code, error, failure, text = self._invoke(planned, words)
+        outcomes = distributed.gather((status, code, error), f"finishing step {planned.id}")
+        if status == "finished":
+            for rank, (other, other_code, other_error) in enumerate(outcomes):
+                if other != "finished":
+                    return "failed", other_code, f"rank {rank}: {other_error}", None, text
+        return status, code, error, failure, text
 
     def _run(self) -> dict[str, StepRecord]:
         manifest = self.open_manifest()
@@ -326,7 +376,7 @@ class SuiteRun:
             planned.id, status="running", argv=argv, started_at=started, finished_at=None, exit_code=None, error=None
         )
         self.reporter.start(planned, number, total, argv)
-        status, code, error, failure, text = self._invoke(planned, words)
+        status, code, error, failure, text = self._invoke_step(planned, words)
         result = parse_output(text)
         record = StepRecord(
             planned.id,
