@@ -261,6 +261,13 @@ def audit(
 
     kind = plugins.audits.get(name)
     source, held = as_data(data)
+    if held is None and _unloaded_module(model):
+        # a module robaudit did not load is read from one forward pass on the data: load the source here
+        # (images at their own size, or the default 224 crop for a folder of photographs)
+        from .data import load_dataset
+        from .models import Preprocessing
+
+        held = load_dataset(DataSpec(source=source, split=split), Preprocessing())
     sample = held.load(np.arange(1)).images if held is not None else None
     loaded = as_model(model, device, sample) if model is not None else None
     spec = RunSpec(
@@ -292,6 +299,12 @@ def audit(
         _, summary = summarize(rows, meta, result.path)
         content = result.path.read_bytes()
     return Result(type(built), content, rows, meta, summary, result.path if out is not None else None)
+
+
+def _unloaded_module(model: Any) -> bool:
+    from torch import nn
+
+    return isinstance(model, nn.Module) and not hasattr(model, "robaudit_model")
 
 
 def _progress(name: str) -> Any:

@@ -182,3 +182,8 @@ def test_a_torch_dataset_and_dataloader_are_read_once(tmp_path: Path) -> None:
     assert by_dataset.table.equals(by_loader.table) and by_loader.table.equals(by_pair.table)
     uint8 = robaudit.eval(Tiny(), ((images * 255).round().to(torch.uint8).numpy(), labels.numpy()))
     assert np.array_equal(uint8.rows["label"], by_pair.rows["label"])
+
+
+def test_a_module_of_this_file_on_a_named_data_source() -> None:
+    result = robaudit.eval(Tiny(), "digits", limit=20)
+    assert result.summary["samples"] == 20 and result.metadata["data"]["description"].startswith("digits")
