@@ -23,6 +23,7 @@ import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -33,27 +34,34 @@ from robaudit.defenses.cache_build import model_meta
 from robaudit.models import LoadedModel, ModelSpec, load_model
 
 
-def synthetic_cache(model: LoadedModel, keys: int, dim: int, out: Path, seed: int = 0) -> Path:
-    """A cache folder with random unit keys and labels, valid for ``model``'s penultimate layer."""
-    rng = np.random.default_rng(seed)
-    data = rng.standard_normal((keys, dim), dtype=np.float32)
-    data /= np.linalg.norm(data, axis=1, keepdims=True)
+def write_cache(out: Path, keys: np.ndarray, labels: np.ndarray, model: dict[str, Any], fingerprint: str) -> Path:
+    """A cache folder holding ``keys`` (unit rows, stored as fp16) and ``labels``, with the meta.json of a
+    built cache for the penultimate layer of ``model`` (its meta.json block)."""
     out.mkdir(parents=True)
-    np.save(out / "keys.npy", data.astype(np.float16))
-    np.save(out / "labels.npy", rng.integers(0, model.num_classes, keys))
+    np.save(out / "keys.npy", keys.astype(np.float16))
+    np.save(out / "labels.npy", labels)
     meta = {
         "format": CACHE_FORMAT,
         "version": 1,
         "layers": ["penultimate"],
         "pool": "avg",
-        "dim": dim,
-        "count": keys,
-        "model": model_meta(model),
+        "dim": int(keys.shape[1]),
+        "count": int(keys.shape[0]),
+        "model": model,
         "input_defenses": "none",
-        "fingerprint": f"synthetic-{seed}-{keys}x{dim}",
+        "fingerprint": fingerprint,
     }
     (out / "meta.json").write_text(json.dumps(meta))
     return out
+
+
+def synthetic_cache(model: LoadedModel, keys: int, dim: int, out: Path, seed: int = 0) -> Path:
+    """A cache folder with random unit keys and labels, valid for ``model``'s penultimate layer."""
+    rng = np.random.default_rng(seed)
+    data = rng.standard_normal((keys, dim), dtype=np.float32)
+    data /= np.linalg.norm(data, axis=1, keepdims=True)
+    labels = rng.integers(0, model.num_classes, keys)
+    return write_cache(out, data, labels, model_meta(model), f"synthetic-{seed}-{keys}x{dim}")
 
 
 def timed(fn: Callable[[], object], device: torch.device) -> float:

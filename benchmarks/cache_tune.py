@@ -19,7 +19,6 @@ steadiest ones. Run: ``python benchmarks/cache_tune.py [--keys 50000] [--queries
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import tempfile
 import time
@@ -28,9 +27,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from cache_forward import write_cache
 
 from robaudit.data import ArrayDataset, DataSpec
-from robaudit.defenses.cache import CACHE_FORMAT, KeyValueCache
+from robaudit.defenses.cache import KeyValueCache
 from robaudit.defenses.cache_build import build_cache
 from robaudit.defenses.cache_tune import tune_grid
 from robaudit.models import ModelSpec, load_model
@@ -66,19 +66,10 @@ def clustered(n: int, dim: int, classes: int, rng: np.random.Generator) -> tuple
 
 
 def synthetic_cache(out: Path, keys: int, dim: int, classes: int, seed: int = 0) -> Path:
-    rng = np.random.default_rng(seed)
-    data, labels = clustered(keys, dim, classes, rng)
-    out.mkdir(parents=True)
-    np.save(out / "keys.npy", data.astype(np.float16))
-    np.save(out / "labels.npy", labels)
-    meta = {
-        "format": CACHE_FORMAT,
-        "layers": ["penultimate"],
-        "model": {"name": "synthetic", "num_classes": classes},
-        "fingerprint": f"synthetic-{seed}-{keys}x{dim}",
-    }
-    (out / "meta.json").write_text(json.dumps(meta))
-    return out
+    """Clustered unit keys of a model that does not exist (tuning needs only the keys and the logits)."""
+    data, labels = clustered(keys, dim, classes, np.random.default_rng(seed))
+    model = {"name": "synthetic", "spec": {"name": "synthetic"}, "fingerprint": "synthetic", "num_classes": classes}
+    return write_cache(out, data, labels, model, f"synthetic-{seed}-{keys}x{dim}")
 
 
 def tune_ratios(keys: int, dim: int, queries: int, repeats: int, clock: str, tmp: Path) -> dict[str, float]:
